@@ -1,0 +1,172 @@
+"""The run configuration: a dataclass schema, and checks that turn mistakes into one-line errors.
+
+Hydra composes YAML from `conf/`; `load_config` merges the result into this schema (types), then
+`validate` checks ranges and how fields fit together. Both raise `ConfigError` with a message that
+names the key, the bad value and what is allowed, before any training work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from bimt.tasks import TASKS
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration; its message is one line meant for the terminal."""
+
+
+@dataclass
+class TaskConfig:
+    name: str = "independence"
+    seed: int = 0  # the paper's seed for this task; the top-level `seed` overrides it
+    n_train: int = 100
+    n_test: int = 100
+
+
+@dataclass
+class ModelConfig:
+    hidden: list[int] = field(default_factory=lambda: [20, 20])
+    in_fold: int = 1
+    out_fold: int = 1
+    l0: float = 0.1
+
+
+@dataclass
+class TrainTypeConfig:
+    l1: bool = True
+    local: bool = True
+    swap: bool = True
+
+
+@dataclass
+class ScheduleConfig:
+    lambda0: float = 1e-3
+    boost_at: float = 0.25
+    boost: float = 10.0
+    decay_at: float = 0.75
+    decay: float = 0.1
+    bias_from: float = 0.75
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.002
+    weight_decay: float = 0.0
+
+
+@dataclass
+class RelocateConfig:
+    every: int = 200
+    top_k: int = 5
+    permute_optimizer_state: bool = False
+
+
+@dataclass
+class RunConfig:
+    task: TaskConfig = field(default_factory=TaskConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train_types: dict[int, TrainTypeConfig] = field(default_factory=dict)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    relocate: RelocateConfig = field(default_factory=RelocateConfig)
+    train_type: int = 5
+    seed: int | None = None
+    steps: int = 20000
+    log_every: int = 200
+    snapshot_every: int = 1000
+    device: str = "cpu"
+    threads: int = 1
+
+    @property
+    def run_seed(self) -> int:
+        """The seed actually used: the top-level one, or else the task's paper seed."""
+        return self.task.seed if self.seed is None else self.seed
+
+    @property
+    def switches(self) -> TrainTypeConfig:
+        """What the chosen train type switches on."""
+        return self.train_types[self.train_type]
+
+
+DEVICES = ("cpu", "cuda", "auto")
+
+
+def load_config(cfg: DictConfig) -> RunConfig:
+    """Type-check a composed config (without its `hydra` node) against the schema and validate it."""
+    plain = OmegaConf.masked_copy(cfg, [key for key in cfg if key != "hydra"])
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(RunConfig), plain)
+        config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "config"
+        raise ConfigError(f"{key}: {str(error).splitlines()[0]}") from None
+    validate(config)
+    return config
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ConfigError(message)
+
+
+def validate(config: RunConfig) -> None:
+    """Range and cross-field checks; raises ConfigError naming the first problem found."""
+    task, model = config.task, config.model
+    _require(task.name in TASKS, f"task={task.name!r} is unknown; allowed: {', '.join(TASKS)}")
+    spec = TASKS[task.name]
+    known = ", ".join(str(key) for key in sorted(config.train_types))
+    _require(config.train_type in config.train_types, f"train_type={config.train_type} is not allowed; use one of {known}")
+    for key, value, low in [
+        ("steps", config.steps, 1),
+        ("log_every", config.log_every, 1),
+        ("snapshot_every", config.snapshot_every, 0),
+        ("threads", config.threads, 1),
+        ("task.n_train", task.n_train, 1),
+        ("task.n_test", task.n_test, 1),
+        ("relocate.every", config.relocate.every, 1),
+        ("relocate.top_k", config.relocate.top_k, 1),
+        ("model.in_fold", model.in_fold, 1),
+        ("model.out_fold", model.out_fold, 1),
+    ]:
+        _require(value >= low, f"{key}={value} is not allowed; it must be an integer >= {low}")
+    _require(config.seed is None or config.seed >= 0, f"seed={config.seed} is not allowed; use an integer >= 0 (or null for the task's paper seed)")
+    _require(len(model.hidden) >= 1, "model.hidden=[] is not allowed; give at least one hidden width")
+    for width in model.hidden:
+        _require(width >= 1, f"model.hidden={list(model.hidden)} is not allowed; every hidden width must be >= 1")
+    _require(
+        spec.inputs % model.in_fold == 0,
+        f"model.in_fold={model.in_fold} does not fit task {task.name}: it must divide its {spec.inputs} inputs",
+    )
+    _require(
+        spec.outputs % model.out_fold == 0,
+        f"model.out_fold={model.out_fold} does not fit task {task.name}: it must divide its {spec.outputs} outputs",
+    )
+    _require(model.l0 >= 0, f"model.l0={model.l0} is not allowed; it must be >= 0")
+    _require(config.optim.lr > 0, f"optim.lr={config.optim.lr} is not allowed; it must be > 0")
+    _require(config.optim.weight_decay >= 0, f"optim.weight_decay={config.optim.weight_decay} is not allowed; it must be >= 0")
+    schedule = config.schedule
+    _require(schedule.lambda0 >= 0, f"schedule.lambda0={schedule.lambda0} is not allowed; it must be >= 0")
+    for key in ("boost_at", "decay_at", "bias_from"):
+        value = getattr(schedule, key)
+        _require(0 <= value <= 1, f"schedule.{key}={value} is not allowed; it is a fraction of steps in [0, 1]")
+    _require(
+        schedule.boost_at <= schedule.decay_at,
+        f"schedule.boost_at={schedule.boost_at} is after schedule.decay_at={schedule.decay_at}; the boost must come first",
+    )
+    _require(config.device in DEVICES, f"device={config.device!r} is unknown; allowed: {', '.join(DEVICES)}")
+    _require(
+        config.device != "cuda" or torch.cuda.is_available(),
+        "device=cuda was asked for but no CUDA GPU is available; use device=cpu or device=auto",
+    )
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` picks CUDA when a GPU is present, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)

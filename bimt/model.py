@@ -1,0 +1,115 @@
+"""BioMLP: an MLP whose neurons sit at 1-D coordinates, batched over a leading replica axis.
+
+Weights have shape (R, out, in) and biases (R, out), so R independent networks (different seeds or
+train types) train in lockstep; a single run is R = 1. Neuron layer 0 is the input, layer L the
+output; linear layer l maps neuron layer l to l + 1.
+
+Neurons are identified by *positions*. Relocation moves neurons between positions by permuting
+weights; `in_perm[r, p]` is the input feature shown at input position p and `out_perm[r, p]` the
+output feature computed at output position p, so the network's function never changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def neuron_coordinates(n: int, fold: int = 1) -> torch.Tensor:
+    """Evenly spaced positions in (0, 1) for n neurons, repeated `fold` times (as the paper places them)."""
+    per_fold = n // fold
+    grid = np.linspace(1 / (2 * per_fold), 1 - 1 / (2 * per_fold), num=per_fold)
+    return torch.tensor(np.tile(grid, fold), dtype=torch.float32)
+
+
+class BioMLP(nn.Module):
+    """A SiLU MLP with neuron coordinates, input/output permutations and R replicas.
+
+    `seeds` gives each replica's initial weights: `torch.manual_seed(seed)` followed by the default
+    initialisation of `nn.Linear` layers created first layer first, the reference notebook's order.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        seeds: Sequence[int],
+        in_fold: int = 1,
+        out_fold: int = 1,
+        l0: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.shape = tuple(int(n) for n in shape)
+        self.in_fold = in_fold
+        self.out_fold = out_fold
+        self.l0 = l0
+        per_replica = [_default_linear_init(self.shape, seed) for seed in seeds]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([layers[i][0] for layers in per_replica]))
+            for i in range(self.depth)
+        )
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([layers[i][1] for layers in per_replica]))
+            for i in range(self.depth)
+        )
+        replicas = len(seeds)
+        self.register_buffer("in_perm", torch.arange(self.n_input_positions).repeat(replicas, 1))
+        self.register_buffer("out_perm", torch.arange(self.shape[-1]).repeat(replicas, 1))
+        for i in range(self.depth):
+            in_fold_i = in_fold if i == 0 else 1
+            out_fold_i = out_fold if i == self.depth - 1 else 1
+            distance = (
+                neuron_coordinates(self.shape[i + 1], out_fold_i)[:, None]
+                - neuron_coordinates(self.shape[i], in_fold_i)[None, :]
+            ).abs()
+            self.register_buffer(f"distance_{i}", distance)
+
+    @property
+    def depth(self) -> int:
+        """Number of linear layers."""
+        return len(self.shape) - 1
+
+    @property
+    def replicas(self) -> int:
+        return self.in_perm.shape[0]
+
+    @property
+    def n_input_positions(self) -> int:
+        """Input neurons that relocation moves: one per input feature, all folds moving together."""
+        return self.shape[0] // self.in_fold
+
+    def distance(self, layer: int) -> torch.Tensor:
+        """Wire lengths |x_out - x_in| of linear layer `layer`, shape (out, in)."""
+        return getattr(self, f"distance_{layer}")
+
+    def input_gather_index(self) -> torch.Tensor:
+        """(R, in) indices that put input feature in_perm[p] at position p, in every fold."""
+        offsets = torch.arange(self.in_fold, device=self.in_perm.device) * self.n_input_positions
+        return (offsets[None, :, None] + self.in_perm[:, None, :]).reshape(self.replicas, -1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map inputs (R, B, in) or (B, in), in feature order, to outputs (R, B, out) in feature order."""
+        if x.dim() == 2:
+            x = x.expand(self.replicas, *x.shape)
+        index = self.input_gather_index()[:, None, :].expand(-1, x.shape[1], -1)
+        x = torch.gather(x, 2, index)
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
+            if i < self.depth - 1:
+                x = F.silu(x)
+        position_of_output = torch.argsort(self.out_perm, dim=1)
+        return torch.gather(x, 2, position_of_output[:, None, :].expand(-1, x.shape[1], -1))
+
+
+def _default_linear_init(shape: Sequence[int], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Weights and biases of `nn.Linear` layers built in order right after `torch.manual_seed(seed)`.
+
+    The global RNG is saved and restored, so building a model does not disturb the caller's stream.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        layers = [nn.Linear(n_in, n_out) for n_in, n_out in zip(shape[:-1], shape[1:])]
+    return [(layer.weight.detach().clone(), layer.bias.detach().clone()) for layer in layers]
