@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bimt.cli import check_group_choices, fail
+from bimt.cli import check_group_choices, check_sweep_configs, fail
 from bimt.config import ConfigError, load_config
 from bimt.run import run
 
@@ -37,4 +37,6 @@ def main(cfg: DictConfig) -> dict:
 
 if __name__ == "__main__":
     check_group_choices(sys.argv[1:], CONF_DIR)
+    if {"-m", "--multirun"} & set(sys.argv[1:]):
+        check_sweep_configs(sys.argv[1:], CONF_DIR)
     main()

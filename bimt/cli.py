@@ -13,10 +13,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from bimt.config import ConfigError, load_config
 
 USAGE_ERROR = 2
 CHECKED_GROUPS = ("task", "model", "schedule")
@@ -58,6 +62,40 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path) -> None:
         for value in values:
             if value not in allowed:
                 fail(f"{group}={value} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def check_sweep_configs(argv: Sequence[str], conf_dir: Path) -> None:
+    """In a multirun, validate every swept value before the first job starts.
+
+    Without this, a bad value in the last job of a sweep is found only after the others trained.
+    Each value is checked once, beside the first value of every other key (composing all jobs of a
+    large sweep would take seconds per hundred); a value that is bad only in one combination is
+    still reported, in one line, when that job starts.
+    """
+    job_overrides = [arg for arg in argv if "=" in arg and not arg.startswith(("-", "hydra"))]
+    try:
+        per_key = [_override_values(override) for override in OverridesParser.create().parse_overrides(job_overrides)]
+        base = [values[0] for values in per_key]
+        jobs = [base] + [
+            base[:i] + [value] + base[i + 1 :] for i, values in enumerate(per_key) for value in values[1:]
+        ]
+        with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
+            configs = [compose(config_name="config", overrides=job) for job in jobs]
+    except HydraException:
+        return  # not ours to phrase: Hydra reports it when it composes the jobs itself
+    for config in configs:
+        try:
+            load_config(config)
+        except ConfigError as error:
+            fail(str(error))
+
+
+def _override_values(override: Override) -> list[str]:
+    """`key=value` for each value an override takes in a sweep (one for a plain override)."""
+    key = override.get_key_element()
+    if override.is_sweep_override():
+        return [f"{key}={value}" for value in override.sweep_string_iterator()]
+    return [f"{key}={override.get_value_element_as_str()}"]
 
 
 def _check_writable(directory: str) -> None:

@@ -1,0 +1,44 @@
+"""Shared helpers: run `train.py` as a user would, and read TensorBoard event files back."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(__file__).resolve().parent / "data"
+
+
+def train_cli(*overrides: str) -> subprocess.CompletedProcess:
+    """`python train.py OVERRIDES...` in a subprocess from the repository root."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *overrides],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def read_events(run_dir: Path) -> EventAccumulator:
+    """All events of one run directory (every event file in it), fully loaded."""
+    accumulator = EventAccumulator(str(run_dir), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    accumulator.Reload()
+    return accumulator
+
+
+def scalars(run_dir: Path) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} of every scalar in a run directory."""
+    events = read_events(run_dir)
+    return {tag: {e.step: e.value for e in events.Scalars(tag)} for tag in events.Tags()["scalars"]}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tests compute in one thread, as runs do by default, so numbers are the runs' numbers."""
+    torch.set_num_threads(1)

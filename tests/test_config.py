@@ -1,0 +1,96 @@
+"""Configs: every task x train type composes and validates; every listed mistake is one line, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from bimt.config import load_config
+from bimt.tasks import TASKS
+from conftest import REPO, train_cli
+
+TASK_NAMES = sorted(TASKS)
+
+
+def composed(*overrides: str):
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        return compose(config_name="config", overrides=list(overrides))
+
+
+@pytest.mark.parametrize("task", TASK_NAMES)
+@pytest.mark.parametrize("train_type", [1, 2, 3, 4, 5])
+def test_every_task_and_train_type_composes_and_validates(task, train_type):
+    config = load_config(composed(f"task={task}", f"train_type={train_type}"))
+    assert config.task.name == task
+    assert config.train_type == train_type
+    switches = config.switches
+    assert switches.l1 == (train_type > 1)
+    assert switches.local == (train_type in (3, 5))
+    assert switches.swap == (train_type >= 4)
+
+
+def test_tasks_pick_the_papers_seed_model_and_schedule():
+    independence = load_config(composed("task=independence"))
+    assert (independence.run_seed, independence.model.hidden) == (0, [20, 20])
+    assert (independence.schedule.boost, independence.schedule.decay) == (10.0, 0.1)
+    assert load_config(composed("task=feature_sharing")).run_seed == 4
+    compositionality = load_config(composed("task=compositionality"))
+    assert (compositionality.run_seed, compositionality.model.hidden) == (3, [20, 20, 20, 20])
+    assert (compositionality.schedule.boost, compositionality.schedule.decay) == (3.0, 1.0)
+
+
+def test_command_line_values_win_over_task_choices():
+    config = load_config(composed("task=compositionality", "model=mlp2", "seed=11", "model.hidden=[8,8]"))
+    assert config.model.hidden == [8, 8]
+    assert config.run_seed == 11
+
+
+def test_defaults_are_the_papers():
+    config = load_config(composed())
+    assert (config.steps, config.log_every, config.threads, config.device) == (20000, 200, 1, "cpu")
+    assert (config.optim.lr, config.optim.weight_decay) == (0.002, 0.0)
+    assert (config.relocate.every, config.relocate.top_k, config.relocate.permute_optimizer_state) == (200, 5, False)
+    assert config.schedule.lambda0 == 1e-3
+
+
+BAD_INPUTS = [
+    ("task=nope", "task=nope"),
+    ("train_type=6", "train_type=6"),
+    ("train_type=0", "train_type=0"),
+    ("steps=0", "steps=0"),
+    ("steps=-5", "steps=-5"),
+    ("steps=abc", "steps"),
+    ("log_every=0", "log_every=0"),
+    ("model.hidden=[20,0]", "model.hidden=[20, 0]"),
+    ("model.hidden=[-3]", "model.hidden=[-3]"),
+    ("model.in_fold=3", "model.in_fold=3"),
+    ("device=cuda", "device=cuda"),
+    ("device=tpu", "device='tpu'"),
+    ("optim.lr=0", "optim.lr=0.0"),
+    ("optim.lr=-0.1", "optim.lr=-0.1"),
+    ("hydra.run.dir=/proc/no/such/dir", "/proc/no/such/dir"),
+]
+
+
+@pytest.mark.parametrize("override,named", BAD_INPUTS)
+def test_bad_input_is_one_line_with_exit_code_2_and_no_run_left(tmp_path, override, named):
+    if override == "device=cuda":
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("this machine has a GPU, so device=cuda is valid here")
+    run_dir = tmp_path / "run"
+    result = train_cli(f"hydra.run.dir={run_dir}", override)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ") and named in lines[0]
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not run_dir.exists()
+
+
+def test_bad_value_in_a_multirun_is_reported_before_any_job(tmp_path):
+    result = train_cli("-m", "train_type=1,7", f"hydra.sweep.dir={tmp_path / 'sweep'}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: train_type=7 is not allowed; use one of 1, 2, 3, 4, 5"
+    assert not list(tmp_path.rglob("metrics.json"))

@@ -1,0 +1,128 @@
+"""Relocation picks exactly the swaps of the literal swap-recompute-unswap search, and never costs more."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bimt.cost import connection_cost
+from bimt.model import BioMLP
+from bimt.relocate import candidate_costs, positions, relocate
+from reference import LiteralMLP
+
+SHAPES = [([4, 20, 20, 2], 1), ([3, 20, 20, 3], 1), ([4, 20, 20, 20, 20, 1], 1), ([6, 8, 5, 4], 2)]
+
+
+def random_state(shape, in_fold, seed, replicas=3) -> BioMLP:
+    """Sparse, heavy-tailed weights like a trained BIMT network's, and shuffled permutations."""
+    model = BioMLP(shape, seeds=range(seed, seed + replicas), in_fold=in_fold)
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in [*model.weights, *model.biases]:
+            scale = torch.empty(p.shape).exponential_(generator=generator)
+            keep = torch.rand(p.shape, generator=generator) > 0.5
+            p.mul_(scale * keep)
+        for r in range(replicas):
+            model.in_perm[r] = torch.randperm(model.n_input_positions, generator=generator)
+            model.out_perm[r] = torch.randperm(shape[-1], generator=generator)
+    return model
+
+
+def literal_copy(model: BioMLP, replica: int) -> LiteralMLP:
+    literal = LiteralMLP(list(model.shape), model.in_fold, model.l0)
+    with torch.no_grad():
+        for linear, weight, bias in zip(literal.linears, model.weights, model.biases):
+            linear.weight.copy_(weight[replica])
+            linear.bias.copy_(bias[replica])
+    literal.in_perm = model.in_perm[replica].float().clone()
+    literal.out_perm = model.out_perm[replica].float().clone()
+    return literal
+
+
+def assert_same_network(model: BioMLP, replica: int, literal: LiteralMLP) -> None:
+    for linear, weight, bias in zip(literal.linears, model.weights, model.biases):
+        assert torch.equal(linear.weight, weight[replica])
+        assert torch.equal(linear.bias, bias[replica])
+    assert model.in_perm[replica].tolist() == literal.in_perm.long().tolist()
+    assert model.out_perm[replica].tolist() == literal.out_perm.long().tolist()
+
+
+@pytest.mark.parametrize("shape,in_fold", SHAPES)
+@pytest.mark.parametrize("seed", range(5))
+def test_candidate_costs_equal_swap_recompute_unswap_bit_for_bit(shape, in_fold, seed):
+    model = random_state(shape, in_fold, seed)
+    for layer in range(model.depth + 1):
+        j = torch.randint(positions(model, layer), (model.replicas,), generator=torch.Generator().manual_seed(layer))
+        costs = candidate_costs(model, layer, j)
+        for r in range(model.replicas):
+            assert torch.equal(costs[r], literal_copy(model, r).candidate_costs(layer, int(j[r])))
+
+
+@pytest.mark.parametrize("shape,in_fold", SHAPES)
+@pytest.mark.parametrize("seed", range(20))
+def test_relocation_makes_the_literal_searchs_swaps(shape, in_fold, seed):
+    model = random_state(shape, in_fold, seed)
+    literals = [literal_copy(model, r) for r in range(model.replicas)]
+    relocate(model, top_k=5)
+    for r, literal in enumerate(literals):
+        literal.relocate(top_k=5)
+        assert_same_network(model, r, literal)
+
+
+def test_relocation_in_a_trained_network_makes_the_literal_searchs_swaps():
+    from bimt.schedule import Schedule
+    from bimt.trainer import ReplicaSettings, TrainSettings, train
+    from bimt.run import stack_datasets
+    from bimt.tasks import TASKS, make_dataset
+
+    task = TASKS["independence"]
+    seeds = [0, 1, 2, 3]
+    data = stack_datasets([make_dataset(task, s) for s in seeds], torch.device("cpu"))
+    model = BioMLP([4, 20, 20, 2], seeds)
+    off = torch.zeros(4, dtype=torch.bool)
+    replicas = ReplicaSettings(l1=~off, locality=torch.ones(4), swap=off)
+
+    class Silent:
+        def scalars(self, step, values):
+            pass
+
+        def snapshot(self, step, model):
+            pass
+
+    for _ in range(5):
+        train(model, data, replicas, Schedule(300), TrainSettings(300, progress=False), Silent())
+        literals = [literal_copy(model, r) for r in range(4)]
+        relocate(model)
+        for r, literal in enumerate(literals):
+            literal.relocate()
+            assert_same_network(model, r, literal)
+
+
+@pytest.mark.parametrize("shape,in_fold", SHAPES)
+def test_relocation_never_raises_the_cost_it_optimises(shape, in_fold):
+    for seed in range(10):
+        model = random_state(shape, in_fold, seed)
+        before = connection_cost(model, 1.0, penalize_bias=True)
+        relocate(model)
+        assert torch.all(connection_cost(model, 1.0, penalize_bias=True) <= before)
+
+
+def test_replicas_with_swap_off_are_left_alone():
+    model = random_state([4, 20, 20, 2], 1, seed=0)
+    before = [w.detach().clone() for w in model.weights]
+    relocate(model, enabled=torch.tensor([True, False, True]))
+    assert torch.equal(model.weights[1][1], before[1][1])
+    assert not torch.equal(model.weights[1][0], before[1][0])
+
+
+def test_optimizer_moments_follow_their_weights_when_asked():
+    model = random_state([4, 20, 20, 2], 1, seed=1, replicas=1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.002)
+    model(torch.rand(10, 4)).pow(2).sum().backward()
+    optimizer.step()
+    with torch.no_grad():
+        for p in model.parameters():  # tag each moment with its own weight, to follow it
+            optimizer.state[p]["exp_avg"].copy_(p)
+    relocate(model, optimizer=optimizer)
+    for p in model.parameters():
+        assert torch.equal(optimizer.state[p]["exp_avg"], p)
