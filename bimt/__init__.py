@@ -10,11 +10,12 @@ from bimt.model import BioMLP
 from bimt.relocate import relocate
 from bimt.schedule import Schedule
 from bimt.tasks import TASKS, make_dataset
-from bimt.trainer import ReplicaSettings, TrainSettings, evaluate, train
+from bimt.trainer import NullLogger, ReplicaSettings, TrainSettings, evaluate, train
 
 __all__ = [
     "TASKS",
     "BioMLP",
+    "NullLogger",
     "ReplicaSettings",
     "Schedule",
     "TrainSettings",

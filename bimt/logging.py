@@ -45,7 +45,8 @@ class TensorBoardLogger:
         writer = self.writers[replica]
         for tag, figure in figures.items():
             writer.add_image(tag, figure_to_array(figure), step, dataformats="HWC")
-        writer.add_hparams(hparams, {f"final/{key}": value for key, value in metrics.items()}, run_name=".")
+        final = {f"final/{key}": value for key, value in metrics.items()}
+        writer.add_hparams(hparams, final, run_name=".", global_step=step)
         writer.flush()
 
     def close(self) -> None:

@@ -54,18 +54,16 @@ def swap_candidates(model: BioMLP, layer: int, j: torch.Tensor) -> torch.Tensor:
     return torch.cat([index + f * n for f in range(fold)], dim=2)
 
 
-def _gather_rows(matrix: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(R, out, in) rows gathered by (R, K, out) into (R, K, out, in)."""
-    r, k, out = index.shape
-    expanded = matrix[:, None].expand(r, k, *matrix.shape[1:])
-    return torch.gather(expanded, 2, index[..., None].expand(-1, -1, -1, matrix.shape[2]))
+def _rearranged(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Tensor:
+    """Replica tensor (R, ...) with its slots along `dim` rearranged by each of K maps (R, K, n).
 
-
-def _gather_columns(matrix: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """(R, out, in) columns gathered by (R, K, in) into (R, K, out, in)."""
-    r, k, _ = index.shape
-    expanded = matrix[:, None].expand(r, k, *matrix.shape[1:])
-    return torch.gather(expanded, 3, index[:, :, None, :].expand(-1, -1, matrix.shape[1], -1))
+    Returns (R, K, ...): entry [r, k] is replica r's tensor after map k.
+    """
+    replicas, candidates, slots = index.shape
+    expanded = tensor[:, None].expand(replicas, candidates, *tensor.shape[1:])
+    view = [replicas, candidates] + [1] * (tensor.dim() - 1)
+    view[dim + 1] = slots
+    return torch.gather(expanded, dim + 1, index.reshape(view).expand(expanded.shape))
 
 
 def candidate_costs(model: BioMLP, layer: int, j: torch.Tensor) -> torch.Tensor:
@@ -73,16 +71,14 @@ def candidate_costs(model: BioMLP, layer: int, j: torch.Tensor) -> torch.Tensor:
     index = swap_candidates(model, layer, j)
     cost = torch.zeros(model.replicas, 1, device=j.device)
     for i, (weight, bias) in enumerate(zip(model.weights, model.biases)):
-        factor = wire_factor(model, i, 1.0)
-        if i == layer - 1:
-            weight_term = (_gather_rows(weight, index).abs() * factor).sum(dim=(2, 3))
-            bias_term = (torch.gather(bias[:, None].expand(-1, index.shape[1], -1), 2, index).abs() * model.l0).sum(dim=2)
+        if i == layer - 1:  # the layer's incoming weights: rows move, with their biases
+            weight, bias = _rearranged(weight, index, 1), _rearranged(bias, index, 1)
+        elif i == layer:  # its outgoing weights: columns move
+            weight, bias = _rearranged(weight, index, 2), bias[:, None]
         else:
-            moved = _gather_columns(weight, index) if i == layer else weight[:, None]
-            weight_term = (moved.abs() * factor).sum(dim=(2, 3))
-            bias_term = (bias.abs() * model.l0).sum(dim=1, keepdim=True)
-        cost = cost + weight_term
-        cost = cost + bias_term
+            weight, bias = weight[:, None], bias[:, None]
+        cost = cost + (weight.abs() * wire_factor(model, i, 1.0)).sum(dim=(2, 3))
+        cost = cost + (bias.abs() * model.l0).sum(dim=2)
     return cost
 
 
@@ -100,10 +96,7 @@ def apply_permutation(
     """
 
     def move(tensor: torch.Tensor, dim: int) -> None:
-        shape = list(tensor.shape)
-        view = [tensor.shape[0]] + [1] * (tensor.dim() - 1)
-        view[dim] = shape[dim]
-        tensor.copy_(torch.gather(tensor, dim, index.reshape(view).expand(shape)))
+        tensor.copy_(_rearranged(tensor, index[:, None], dim)[:, 0])
 
     def move_parameter(parameter: torch.Tensor, dim: int) -> None:
         move(parameter.data, dim)

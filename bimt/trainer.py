@@ -49,6 +49,16 @@ class Logger(Protocol):
         """The network as it stands after `step` (its update and any relocation)."""
 
 
+class NullLogger:
+    """A logger that keeps nothing, for training from a notebook or a test."""
+
+    def scalars(self, step: int, values: dict[str, torch.Tensor]) -> None:
+        pass
+
+    def snapshot(self, step: int, model: BioMLP) -> None:
+        pass
+
+
 def mse(model: BioMLP, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean squared error of every replica on (R, n, d) data, shape (R,)."""
     return ((model(x) - y) ** 2).mean(dim=(1, 2))
