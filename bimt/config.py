@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bimt.schedule import Schedule
 from bimt.tasks import TASKS
 
 
@@ -44,16 +45,6 @@ class TrainTypeConfig:
 
 
 @dataclass
-class ScheduleConfig:
-    lambda0: float = 1e-3
-    boost_at: float = 0.25
-    boost: float = 10.0
-    decay_at: float = 0.75
-    decay: float = 0.1
-    bias_from: float = 0.75
-
-
-@dataclass
 class OptimConfig:
     lr: float = 0.002
     weight_decay: float = 0.0
@@ -71,7 +62,7 @@ class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train_types: dict[int, TrainTypeConfig] = field(default_factory=dict)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    schedule: Schedule = field(default_factory=Schedule)
     optim: OptimConfig = field(default_factory=OptimConfig)
     relocate: RelocateConfig = field(default_factory=RelocateConfig)
     train_type: int = 5

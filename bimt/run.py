@@ -12,14 +12,8 @@ import torch
 from bimt.config import RunConfig, resolve_device
 from bimt.logging import TensorBoardLogger, flat_hparams, save_checkpoint, save_figures, write_json_atomic
 from bimt.model import BioMLP
-from bimt.schedule import Schedule
 from bimt.tasks import TASKS, Dataset, make_dataset
 from bimt.trainer import ReplicaSettings, TrainSettings, evaluate, train
-
-
-def build_schedule(config: RunConfig) -> Schedule:
-    s = config.schedule
-    return Schedule(config.steps, s.lambda0, s.boost_at, s.boost, s.decay_at, s.decay, s.bias_from)
 
 
 def build_settings(config: RunConfig) -> TrainSettings:
@@ -64,7 +58,7 @@ def run(config: RunConfig, run_dir: Path) -> dict[str, Any]:
 
     start = time.perf_counter()
     optimizer = train(
-        model, data, replica_settings([config], device), build_schedule(config), build_settings(config), logger
+        model, data, replica_settings([config], device), config.schedule, build_settings(config), logger
     )
     wall_s = time.perf_counter() - start
 

@@ -89,13 +89,13 @@ def train(
     any_swap = bool(replicas.swap.any())
     lam_value, lam = None, None
     for step in tqdm(range(settings.steps), disable=None if settings.progress else True, unit="step"):
-        if schedule.lam(step) != lam_value:
-            lam_value = schedule.lam(step)
+        if schedule.lam(step, settings.steps) != lam_value:
+            lam_value = schedule.lam(step, settings.steps)
             lam = torch.where(replicas.l1, lam_value, 0.0).to(torch.float32)
         log_now = step % settings.log_every == 0
         optimizer.zero_grad()
         train_mse = mse(model, data.train_x, data.train_y)
-        cost = connection_cost(model, replicas.locality, penalize_bias=schedule.penalize_bias(step))
+        cost = connection_cost(model, replicas.locality, penalize_bias=schedule.penalize_bias(step, settings.steps))
         total = train_mse + lam * cost
         if log_now:
             with torch.no_grad():

@@ -64,7 +64,7 @@ def test_training_equals_the_literal_algorithm_bit_for_bit(task_name, train_type
 
     model = BioMLP(shape, [seed])
     recorder = Recorder()
-    schedule = Schedule(steps, boost=boost, decay=decay)
+    schedule = Schedule(boost=boost, decay=decay)
     train(model, stack_datasets([data], torch.device("cpu")), switches(train_type), schedule,
           TrainSettings(steps, log_every=10, progress=False), recorder)
 
