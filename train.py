@@ -12,7 +12,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from bimt.cli import check_group_choices, check_sweep_configs, fail
+from bimt.cli import check_group_choices, check_sweep_configs, fail, quote_formulas
 from bimt.config import ConfigError, load_config
 from bimt.run import run
 
@@ -36,6 +36,7 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    sys.argv[1:] = quote_formulas(sys.argv[1:])
     check_group_choices(sys.argv[1:], CONF_DIR)
     if {"-m", "--multirun"} & set(sys.argv[1:]):
         check_sweep_configs(sys.argv[1:], CONF_DIR)

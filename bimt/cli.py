@@ -7,6 +7,8 @@ line.
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 import sys
 from collections.abc import Sequence
@@ -24,6 +26,36 @@ from bimt.config import ConfigError, load_config
 
 USAGE_ERROR = 2
 CHECKED_GROUPS = ("task", "model", "schedule")
+
+
+FORMULA_LIST = re.compile(r"^(\+{0,2}task\.outputs)=\[(.*)\]$")
+
+
+def quote_formulas(argv: Sequence[str]) -> list[str]:
+    """Quote each formula of an unquoted `task.outputs=[...]` list.
+
+    Hydra's override grammar reads `sin(pi*x2)` inside a list as a call of a sweep function; quoted,
+    it is a plain string. So `'task.outputs=[x1*x3, sin(pi*x2)+x4**2]'` works as typed.
+    """
+    quoted = []
+    for arg in argv:
+        match = FORMULA_LIST.match(arg)
+        if match and not set("\"'") & set(match.group(2)):
+            formulas = _split_top_level(match.group(2))
+            arg = f"{match.group(1)}=[{','.join(json.dumps(f.strip()) for f in formulas)}]"
+        quoted.append(arg)
+    return quoted
+
+
+def _split_top_level(text: str) -> list[str]:
+    """Split on commas that are outside parentheses."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]]
 
 
 def fail(message: str, run_dir: Path | None = None) -> NoReturn:

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bimt.formula import FormulaError, parse
 from bimt.schedule import Schedule
-from bimt.tasks import TASKS
+from bimt.tasks import TASKS, Task, custom_task, make_dataset
 
 
 class ConfigError(ValueError):
@@ -27,6 +29,11 @@ class TaskConfig:
     seed: int = 0  # the paper's seed for this task; the top-level `seed` overrides it
     n_train: int = 100
     n_test: int = 100
+    inputs: int | None = None  # custom tasks: number of inputs x1..xn (null: the highest xn used)
+    outputs: list[str] | None = None  # custom tasks: one formula per output; null for the paper's tasks
+    low: float = -1.0  # inputs are drawn uniformly from [low, high)
+    high: float = 1.0
+    noise: float = 0.0  # standard deviation of Gaussian noise on the training labels
 
 
 @dataclass
@@ -100,6 +107,41 @@ def load_config(cfg: DictConfig) -> RunConfig:
     return config
 
 
+def resolve_task(config: TaskConfig) -> Task:
+    """The paper's task of that name, or a custom task built from `outputs` formulas."""
+    if config.outputs is None:
+        _require(
+            config.name in TASKS,
+            f"task={config.name} has no formulas: use a paper task ({', '.join(TASKS)}) or give your own, "
+            "e.g. task=custom 'task.outputs=[x1*x2]'",
+        )
+        _require(config.inputs is None, f"task.inputs={config.inputs} is only for custom tasks; {config.name} has fixed formulas")
+        return TASKS[config.name]
+    _require(len(config.outputs) > 0, "task.outputs=[] is not allowed; give at least one formula")
+    formulas = []
+    for i, text in enumerate(config.outputs):
+        try:
+            formulas.append(parse(str(text), config.inputs))
+        except FormulaError as error:
+            raise ConfigError(f"task.outputs[{i}]={str(text)!r}: {error}") from None
+    inputs = config.inputs if config.inputs is not None else max(f.max_input for f in formulas)
+    _require(inputs >= 1, f"task.inputs={inputs} is not allowed; a task needs at least one input")
+    return custom_task(config.name, inputs, formulas)
+
+
+def check_formulas_are_finite(config: TaskConfig, task: Task) -> None:
+    """Reject formulas that give NaN or inf on the sampled inputs, before any training."""
+    data = make_dataset(task, 0, config.n_train, config.n_test, config.low, config.high)
+    for i in range(task.outputs):
+        values = np.concatenate([data.train_y[:, i].numpy(), data.test_y[:, i].numpy()])
+        bad = int((~np.isfinite(values)).sum())
+        _require(
+            bad == 0,
+            f"task.outputs[{i}]={config.outputs[i]!r} gives NaN or inf on {bad} of {values.size} samples "
+            f"drawn from [{config.low}, {config.high}); change task.low/task.high to keep inputs in its domain",
+        )
+
+
 def _require(ok: bool, message: str) -> None:
     if not ok:
         raise ConfigError(message)
@@ -108,8 +150,7 @@ def _require(ok: bool, message: str) -> None:
 def validate(config: RunConfig) -> None:
     """Range and cross-field checks; raises ConfigError naming the first problem found."""
     task, model = config.task, config.model
-    _require(task.name in TASKS, f"task={task.name!r} is unknown; allowed: {', '.join(TASKS)}")
-    spec = TASKS[task.name]
+    spec = resolve_task(task)
     known = ", ".join(str(key) for key in sorted(config.train_types))
     _require(config.train_type in config.train_types, f"train_type={config.train_type} is not allowed; use one of {known}")
     for key, value, low in [
@@ -125,6 +166,10 @@ def validate(config: RunConfig) -> None:
         ("model.out_fold", model.out_fold, 1),
     ]:
         _require(value >= low, f"{key}={value} is not allowed; it must be an integer >= {low}")
+    _require(task.low < task.high, f"task.low={task.low} must be below task.high={task.high}")
+    _require(task.noise >= 0, f"task.noise={task.noise} is not allowed; it is a standard deviation >= 0")
+    if task.outputs is not None:
+        check_formulas_are_finite(task, spec)
     _require(config.seed is None or config.seed >= 0, f"seed={config.seed} is not allowed; use an integer >= 0 (or null for the task's paper seed)")
     _require(len(model.hidden) >= 1, "model.hidden=[] is not allowed; give at least one hidden width")
     for width in model.hidden:

@@ -9,10 +9,10 @@ from typing import Any
 
 import torch
 
-from bimt.config import RunConfig, resolve_device
+from bimt.config import RunConfig, resolve_device, resolve_task
 from bimt.logging import TensorBoardLogger, flat_hparams, save_checkpoint, save_figures, write_json_atomic
 from bimt.model import BioMLP
-from bimt.tasks import TASKS, Dataset, make_dataset
+from bimt.tasks import Dataset, make_dataset
 from bimt.trainer import ReplicaSettings, TrainSettings, evaluate, train
 
 
@@ -49,9 +49,10 @@ def run(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     """Train one configuration and write its outputs into `run_dir`; returns the final metrics."""
     torch.set_num_threads(config.threads)
     device = resolve_device(config.device)
-    task = TASKS[config.task.name]
+    task = resolve_task(config.task)
     seed = config.run_seed
-    data = stack_datasets([make_dataset(task, seed, config.task.n_train, config.task.n_test)], device)
+    t = config.task
+    data = stack_datasets([make_dataset(task, seed, t.n_train, t.n_test, t.low, t.high, t.noise)], device)
     shape = [task.inputs, *config.model.hidden, task.outputs]
     model = BioMLP(shape, [seed], config.model.in_fold, config.model.out_fold, config.model.l0).to(device)
     logger = TensorBoardLogger([run_dir], task)

@@ -1,8 +1,9 @@
-"""The symbolic-formula tasks of Section 3.1 and their data, drawn in the paper's random order.
+"""The symbolic-formula tasks of Section 3.1, custom formula tasks, and their data.
 
 The order of random draws is part of the spec: `np.random.seed(seed)`, then the training inputs, then
-the test inputs, each `np.random.rand(n, d_in) * 2 - 1` in float64. Labels are computed in float64 and
-only then cast to float32, exactly as the reference notebook does.
+the test inputs, each `np.random.rand(n, d_in) * 2 - 1` in float64 (for the default input range
+[-1, 1]). Labels are computed in float64 and only then cast to float32, exactly as the reference
+notebook does. Optional label noise is drawn last, so it never changes the inputs.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from bimt.formula import Formula
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,15 @@ TASKS: dict[str, Task] = {
 }
 
 
+def custom_task(name: str, inputs: int, formulas: list[Formula]) -> Task:
+    """A task whose outputs are user formulas over x1..x{inputs}."""
+
+    def formula(x: np.ndarray) -> np.ndarray:
+        return np.stack([f(x) for f in formulas], axis=1)
+
+    return Task(name, inputs, len(formulas), formula, tuple(f.text.replace("**", "^") for f in formulas))
+
+
 @dataclass(frozen=True)
 class Dataset:
     """Train and test split of one task, float32 tensors of shape (n, inputs) and (n, outputs)."""
@@ -70,18 +82,33 @@ class Dataset:
     test_y: torch.Tensor
 
 
-def make_dataset(task: Task, seed: int, n_train: int = 100, n_test: int = 100) -> Dataset:
-    """Draw the task's data with numpy's global RNG, in the reference notebook's order."""
+def make_dataset(
+    task: Task,
+    seed: int,
+    n_train: int = 100,
+    n_test: int = 100,
+    low: float = -1.0,
+    high: float = 1.0,
+    noise: float = 0.0,
+) -> Dataset:
+    """Draw the task's data with numpy's global RNG, in the reference notebook's order.
+
+    Inputs are uniform in [low, high); `noise` is the standard deviation of Gaussian noise added to
+    the training labels only, so the test MSE still measures the formula.
+    """
     np.random.seed(seed)
-    train_x = np.random.rand(n_train, task.inputs) * 2 - 1
-    test_x = np.random.rand(n_test, task.inputs) * 2 - 1
+    train_x = np.random.rand(n_train, task.inputs) * (high - low) + low
+    test_x = np.random.rand(n_test, task.inputs) * (high - low) + low
+    train_y = task.formula(train_x)
+    if noise > 0:
+        train_y = train_y + noise * np.random.randn(*train_y.shape)
 
     def as_tensor(a: np.ndarray) -> torch.Tensor:
         return torch.tensor(a, dtype=torch.float32)
 
     return Dataset(
         train_x=as_tensor(train_x),
-        train_y=as_tensor(task.formula(train_x)),
+        train_y=as_tensor(train_y),
         test_x=as_tensor(test_x),
         test_y=as_tensor(task.formula(test_x)),
     )
