@@ -1,6 +1,7 @@
 """Run a BIMT experiment: `python train.py task=independence train_type=5`.
 
 Sweeps: `python train.py -m train_type=1,2,3,4,5 seed=0,1,2`. Outputs go under `outputs/`.
+Continue a stopped run: `python train.py resume=<run dir>`.
 """
 
 from __future__ import annotations
@@ -10,23 +11,39 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bimt.cli import check_group_choices, check_sweep_configs, fail, quote_formulas
+from bimt.cli import check_configs, check_group_choices, fail, quote_formulas, resume_overrides
 from bimt.config import ConfigError, load_config
-from bimt.run import run
+from bimt.logging import METRICS, read_status
+from bimt.run import Diverged, config_for_run_dir, run
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
+DIVERGED, INTERRUPTED = 3, 130
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
 def main(cfg: DictConfig) -> dict:
     run_dir = Path(HydraConfig.get().runtime.output_dir)
+    in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
-        config = load_config(cfg)
+        config = config_for_run_dir(load_config(cfg), run_dir)
     except ConfigError as error:
-        fail(str(error), run_dir)
-    metrics = run(config, run_dir)
+        fail(str(error), run_dir, in_sweep=in_sweep)
+    if read_status(run_dir) == "completed":
+        print(f"{run_dir} already holds a completed run; see {run_dir / METRICS}")
+        return {"status": "completed"}
+    try:
+        metrics = run(config, run_dir)
+    except Diverged as error:
+        fail(str(error), code=DIVERGED, in_sweep=in_sweep)
+    if metrics["status"] == "interrupted":
+        print(f"interrupted after step {metrics['step']}; continue with: python train.py resume={run_dir}",
+              file=sys.stderr)
+        if not in_sweep:
+            sys.exit(INTERRUPTED)
+        return metrics
     print(
         f"{metrics['task']} train_type={metrics['train_type']} seed={metrics['seed']}: "
         f"train MSE {metrics['train_mse']:.3e} | test MSE {metrics['test_mse']:.3e} | "
@@ -36,8 +53,7 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
-    sys.argv[1:] = quote_formulas(sys.argv[1:])
+    sys.argv[1:] = resume_overrides(quote_formulas(sys.argv[1:]))
     check_group_choices(sys.argv[1:], CONF_DIR)
-    if {"-m", "--multirun"} & set(sys.argv[1:]):
-        check_sweep_configs(sys.argv[1:], CONF_DIR)
+    check_configs(sys.argv[1:], CONF_DIR)
     main()

@@ -58,14 +58,33 @@ def _split_top_level(text: str) -> list[str]:
     return [*parts, text[start:]]
 
 
-def fail(message: str, run_dir: Path | None = None) -> NoReturn:
-    """Print one line, remove a run directory that holds nothing but Hydra's bookkeeping, exit 2."""
+class JobFailed(RuntimeError):
+    """One job of a sweep failed; raised (not exited) so that Hydra runs the other jobs."""
+
+
+def fail(message: str, run_dir: Path | None = None, code: int = USAGE_ERROR, in_sweep: bool = False) -> NoReturn:
+    """Print one line and remove a run directory that holds nothing but Hydra's bookkeeping.
+
+    Then exit with `code`, or, inside a sweep, raise `JobFailed`: Hydra records the job as failed,
+    runs the remaining jobs, and ends the sweep with a non-zero exit code.
+    """
     print(f"error: {message}", file=sys.stderr)
     if run_dir is not None and run_dir.is_dir():
         leftovers = [p for p in run_dir.iterdir() if p.name != ".hydra" and p.suffix != ".log"]
         if not leftovers:
             shutil.rmtree(run_dir, ignore_errors=True)
-    sys.exit(USAGE_ERROR)
+    if in_sweep:
+        raise JobFailed(message) from None
+    sys.exit(code)
+
+
+def resume_overrides(argv: Sequence[str]) -> list[str]:
+    """`resume=DIR` continues the run in DIR: it becomes the run directory, and Hydra leaves that
+    run's recorded config (DIR/.hydra) as it is."""
+    for arg in argv:
+        if arg.startswith("resume=") and arg != "resume=null":
+            return [*argv, f"hydra.run.dir={arg.removeprefix('resume=')}", "hydra.output_subdir=null"]
+    return list(argv)
 
 
 def group_options(conf_dir: Path, group: str) -> list[str]:
@@ -96,13 +115,13 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path) -> None:
                 fail(f"{group}={value} is not allowed; choose one of: {', '.join(allowed)}")
 
 
-def check_sweep_configs(argv: Sequence[str], conf_dir: Path) -> None:
-    """In a multirun, validate every swept value before the first job starts.
+def check_configs(argv: Sequence[str], conf_dir: Path) -> None:
+    """Compose and validate the config (in a multirun: every swept value) before any job starts.
 
-    Without this, a bad value in the last job of a sweep is found only after the others trained.
-    Each value is checked once, beside the first value of every other key (composing all jobs of a
-    large sweep would take seconds per hundred); a value that is bad only in one combination is
-    still reported, in one line, when that job starts.
+    Without this, a bad value in the last job of a sweep is found only after the others trained,
+    and Hydra reports an unknown key in several lines. Each swept value is checked once, beside the
+    first value of every other key (composing all jobs of a large sweep would take seconds per
+    hundred); a value that is bad only in one combination is still reported when that job starts.
     """
     job_overrides = [arg for arg in argv if "=" in arg and not arg.startswith(("-", "hydra"))]
     try:
@@ -113,8 +132,8 @@ def check_sweep_configs(argv: Sequence[str], conf_dir: Path) -> None:
         ]
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             configs = [compose(config_name="config", overrides=job) for job in jobs]
-    except HydraException:
-        return  # not ours to phrase: Hydra reports it when it composes the jobs itself
+    except HydraException as error:
+        fail(" ".join(line.strip() for line in str(error).splitlines() if line.strip()))
     for config in configs:
         try:
             load_config(config)

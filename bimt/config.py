@@ -77,6 +77,8 @@ class RunConfig:
     steps: int = 20000
     log_every: int = 200
     snapshot_every: int = 1000
+    checkpoint_every: int | None = None  # null: every 10 relocation intervals
+    resume: str | None = None  # a run directory to continue
     device: str = "cpu"
     threads: int = 1
 
@@ -84,6 +86,11 @@ class RunConfig:
     def run_seed(self) -> int:
         """The seed actually used: the top-level one, or else the task's paper seed."""
         return self.task.seed if self.seed is None else self.seed
+
+    @property
+    def checkpoint_interval(self) -> int:
+        """Steps between checkpoints: `checkpoint_every`, or else ten relocation intervals."""
+        return self.relocate.every * 10 if self.checkpoint_every is None else self.checkpoint_every
 
     @property
     def switches(self) -> TrainTypeConfig:
@@ -161,6 +168,7 @@ def validate(config: RunConfig) -> None:
         ("task.n_train", task.n_train, 1),
         ("task.n_test", task.n_test, 1),
         ("relocate.every", config.relocate.every, 1),
+        ("checkpoint_every", config.checkpoint_interval, 1),
         ("relocate.top_k", config.relocate.top_k, 1),
         ("model.in_fold", model.in_fold, 1),
         ("model.out_fold", model.out_fold, 1),

@@ -1,18 +1,23 @@
-"""Where a run's numbers and pictures go: TensorBoard events, metrics.json, figures, checkpoint.
+"""Where a run's numbers, pictures and state go: TensorBoard events, metrics.json, figures, checkpoints.
 
 One run directory per replica: replica r of a batched model writes exactly what a single run
-writes. The trainer talks to `TensorBoardLogger` through the small `Logger` interface only.
+writes. The trainer talks to `RunLogger` through the small `Logger` interface only. Every file that
+a reader may trust (checkpoint, metrics, figures) is written to a temporary name and renamed, so a
+run killed at any moment leaves either the old file or the new one, never half of one.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
+from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
 from bimt.model import BioMLP
@@ -20,12 +25,20 @@ from bimt.plot import draw_network, draw_predictions, figure_to_array
 from bimt.tasks import Task
 
 
-class TensorBoardLogger:
-    """Scalars and network snapshots of every replica, each into its own run directory."""
+class RunLogger:
+    """Scalars, network snapshots and checkpoints of every replica, each into its own run directory.
 
-    def __init__(self, run_dirs: Sequence[Path], task: Task) -> None:
+    `purge_step` (when resuming) tells TensorBoard to drop what an earlier process logged from that
+    step on, so a resumed run shows no duplicated points.
+    """
+
+    def __init__(
+        self, run_dirs: Sequence[Path], task: Task, config: dict[str, Any], purge_step: int | None = None
+    ) -> None:
+        self.run_dirs = list(run_dirs)
         self.task = task
-        self.writers = [SummaryWriter(log_dir=str(run_dir)) for run_dir in run_dirs]
+        self.config = config
+        self.writers = [SummaryWriter(log_dir=str(d), purge_step=purge_step) for d in self.run_dirs]
 
     def scalars(self, step: int, values: dict[str, torch.Tensor]) -> None:
         columns = {tag: value.tolist() for tag, value in values.items()}
@@ -37,6 +50,11 @@ class TensorBoardLogger:
         for replica, writer in enumerate(self.writers):
             figure = draw_network(model, replica, self.task.input_labels, self.task.output_labels)
             writer.add_image("network", figure_to_array(figure), step, dataformats="HWC")
+
+    def checkpoint(self, steps_done: int, model: BioMLP, optimizer: torch.optim.Optimizer) -> None:
+        for replica, run_dir in enumerate(self.run_dirs):
+            self.writers[replica].flush()
+            save_checkpoint(run_dir / CHECKPOINT, model, optimizer, replica, steps_done, self.config)
 
     def finish(
         self, replica: int, step: int, hparams: dict[str, Any], metrics: dict[str, float], figures: dict
@@ -54,24 +72,43 @@ class TensorBoardLogger:
             writer.close()
 
 
-def flat_hparams(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten a nested config into dotted keys with values TensorBoard's hparams accept."""
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A nested config as one level of dotted keys."""
     flat: dict[str, Any] = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
+    for key, value in tree.items():
         if isinstance(value, dict):
-            flat.update(flat_hparams(value, f"{name}."))
-        elif isinstance(value, (bool, int, float, str)):
-            flat[name] = value
+            flat.update(flatten(value, f"{prefix}{key}."))
         else:
-            flat[name] = str(value)
+            flat[f"{prefix}{key}"] = value
     return flat
+
+
+def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
+    """The config as TensorBoard hparams: dotted keys, values that are not scalars as text."""
+    return {
+        key: value if isinstance(value, (bool, int, float, str)) else str(value)
+        for key, value in flatten(config).items()
+    }
+
+
+CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.json"
+
+
+def _temporary(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp")
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
     """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary = _temporary(path)
     temporary.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(temporary, path)
+
+
+def save_figure_atomic(path: Path, figure: Figure) -> None:
+    temporary = _temporary(path)
+    figure.savefig(temporary, format=path.suffix.lstrip("."), bbox_inches="tight")
     os.replace(temporary, path)
 
 
@@ -90,27 +127,60 @@ def save_checkpoint(
     model: BioMLP,
     optimizer: torch.optim.Optimizer,
     replica: int,
-    step: int,
+    steps_done: int,
     config: dict[str, Any],
 ) -> None:
-    """Weights, permutations, optimizer moments, the step reached and the config of one replica."""
+    """Everything needed to continue replica `replica` after `steps_done` steps, written atomically.
+
+    Weights, permutations, optimizer moments, the step, the config, and the random-number states
+    (training itself draws none; they are kept so that code which does continues exactly too).
+    The schedule needs no state of its own: lambda and the bias penalty are functions of the step.
+    """
     replicas = model.replicas
     optimizer_state = optimizer.state_dict()
     optimizer_state["state"] = {
         key: replica_state(value, replica, replicas) for key, value in optimizer_state["state"].items()
     }
-    temporary = path.with_suffix(path.suffix + ".tmp")
+    log_every = config["log_every"]
+    temporary = _temporary(path)
     torch.save(
         {
             "model": replica_state(model.state_dict(), replica, replicas),
             "shape": list(model.shape),
             "optimizer": optimizer_state,
-            "step": step,
+            "step": steps_done,
+            "tensorboard_step": (steps_done - 1) // log_every * log_every,
             "config": config,
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
         },
         temporary,
     )
     os.replace(temporary, path)
+
+
+def load_checkpoint(path: Path, model: BioMLP, optimizer: torch.optim.Optimizer) -> int:
+    """Restore a single-replica checkpoint into `model` and `optimizer`; returns the steps done."""
+    checkpoint = torch.load(path, weights_only=False, map_location=model.in_perm.device)
+    model.load_state_dict(checkpoint["model"])
+    optimizer.load_state_dict(checkpoint["optimizer"])
+    torch.set_rng_state(checkpoint["rng"]["torch"])
+    np.random.set_state(checkpoint["rng"]["numpy"])
+    random.setstate(checkpoint["rng"]["python"])
+    return checkpoint["step"]
+
+
+def saved_config(run_dir: Path) -> dict[str, Any] | None:
+    """The config stored in a run directory's checkpoint, or None when there is no checkpoint."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    return torch.load(path, weights_only=False, map_location="cpu")["config"]
+
+
+def read_status(run_dir: Path) -> str | None:
+    """The `status` of a run directory's metrics.json, or None when it has none."""
+    path = run_dir / METRICS
+    return json.loads(path.read_text()).get("status") if path.is_file() else None
 
 
 def save_figures(run_dir: Path, model: BioMLP, replica: int, task: Task, predicted: torch.Tensor,
@@ -121,5 +191,5 @@ def save_figures(run_dir: Path, model: BioMLP, replica: int, task: Task, predict
         "pred_vs_true": draw_predictions(true, predicted, f"{task.name}\ntest MSE = {test_mse:.2e}"),
     }
     for name, figure in figures.items():
-        figure.savefig(run_dir / f"{name}.png", bbox_inches="tight")
+        save_figure_atomic(run_dir / f"{name}.png", figure)
     return figures

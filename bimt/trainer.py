@@ -1,11 +1,14 @@
 """The BIMT training loop: MSE + lambda * connection cost, AdamW, relocation every few hundred steps.
 
 Every replica of the model trains in lockstep; per-replica settings are (R,) tensors. The loop calls
-a small `Logger` interface and knows nothing about TensorBoard or files.
+a small `Logger` interface and knows nothing about TensorBoard or files. It can start from a saved
+state (`start_step` and a restored optimizer) and stops early, between steps, when the loss stops
+being finite or when `should_stop` says so; the state it leaves is always that of a whole step.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,7 +41,15 @@ class TrainSettings:
     permute_optimizer_state: bool = False
     log_every: int = 200
     snapshot_every: int = 0  # 0: no snapshots during training
+    checkpoint_every: int = 0  # 0: no checkpoints during training
     progress: bool = True
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    optimizer: torch.optim.Optimizer
+    steps_done: int  # steps completed; the model holds the state after the last of them
+    status: str  # "completed", "diverged" (the loss of step `steps_done` was not finite) or "interrupted"
 
 
 class Logger(Protocol):
@@ -47,6 +58,9 @@ class Logger(Protocol):
 
     def snapshot(self, step: int, model: BioMLP) -> None:
         """The network as it stands after `step` (its update and any relocation)."""
+
+    def checkpoint(self, steps_done: int, model: BioMLP, optimizer: torch.optim.Optimizer) -> None:
+        """Everything needed to continue after `steps_done` steps."""
 
 
 class NullLogger:
@@ -57,6 +71,13 @@ class NullLogger:
 
     def snapshot(self, step: int, model: BioMLP) -> None:
         pass
+
+    def checkpoint(self, steps_done: int, model: BioMLP, optimizer: torch.optim.Optimizer) -> None:
+        pass
+
+
+def make_optimizer(model: BioMLP, settings: TrainSettings) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
 
 
 def mse(model: BioMLP, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -82,21 +103,29 @@ def train(
     schedule: Schedule,
     settings: TrainSettings,
     logger: Logger,
-) -> torch.optim.Optimizer:
-    """Train `model` in place on (R, n, d) data; returns the optimizer (for checkpoints)."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    optimizer: torch.optim.Optimizer | None = None,
+    start_step: int = 0,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> TrainResult:
+    """Train `model` in place on (R, n, d) data from `start_step` on (with `optimizer`'s saved state)."""
+    optimizer = optimizer or make_optimizer(model, settings)
     relocation_optimizer = optimizer if settings.permute_optimizer_state else None
     any_swap = bool(replicas.swap.any())
     lam_value, lam = None, None
-    for step in tqdm(range(settings.steps), disable=None if settings.progress else True, unit="step"):
+    steps = tqdm(range(start_step, settings.steps), initial=start_step, total=settings.steps,
+                 disable=None if settings.progress else True, unit="step")
+    for step in steps:
         if schedule.lam(step, settings.steps) != lam_value:
             lam_value = schedule.lam(step, settings.steps)
-            lam = torch.where(replicas.l1, lam_value, 0.0).to(torch.float32)
+            exact = torch.tensor(lam_value, dtype=torch.float64, device=replicas.l1.device)
+            lam = torch.where(replicas.l1, exact, 0.0).to(torch.float32)  # beyond float32's range: inf
         log_now = step % settings.log_every == 0
         optimizer.zero_grad()
         train_mse = mse(model, data.train_x, data.train_y)
         cost = connection_cost(model, replicas.locality, penalize_bias=schedule.penalize_bias(step, settings.steps))
         total = train_mse + lam * cost
+        if not torch.isfinite(total).all():
+            return TrainResult(optimizer, step, "diverged")
         if log_now:
             with torch.no_grad():
                 test_mse = mse(model, data.test_x, data.test_y)
@@ -109,4 +138,9 @@ def train(
             relocate(model, settings.top_k, replicas.swap, relocation_optimizer)
         if settings.snapshot_every and step % settings.snapshot_every == 0:
             logger.snapshot(step, model)
-    return optimizer
+        done = step + 1
+        if settings.checkpoint_every and done % settings.checkpoint_every == 0 and done < settings.steps:
+            logger.checkpoint(done, model, optimizer)
+        if should_stop() and done < settings.steps:
+            return TrainResult(optimizer, done, "interrupted")
+    return TrainResult(optimizer, settings.steps, "completed")

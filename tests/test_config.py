@@ -69,6 +69,23 @@ BAD_INPUTS = [
     ("optim.lr=0", "optim.lr=0.0"),
     ("optim.lr=-0.1", "optim.lr=-0.1"),
     ("hydra.run.dir=/proc/no/such/dir", "/proc/no/such/dir"),
+    ("snapshot_every=-1", "snapshot_every=-1"),
+    ("checkpoint_every=0", "checkpoint_every=0"),
+    ("threads=0", "threads=0"),
+    ("relocate.every=0", "relocate.every=0"),
+    ("relocate.top_k=0", "relocate.top_k=0"),
+    ("model.hidden=[]", "model.hidden=[]"),
+    ("model.l0=-0.1", "model.l0=-0.1"),
+    ("schedule.lambda0=-1", "schedule.lambda0=-1.0"),
+    ("schedule.boost_at=0.9", "schedule.boost_at=0.9 is after schedule.decay_at=0.75"),
+    ("schedule.bias_from=1.5", "schedule.bias_from=1.5"),
+    ("task.n_test=0", "task.n_test=0"),
+    ("task.noise=-1", "task.noise=-1.0"),
+    ("task.high=-2", "task.low=-1.0 must be below task.high=-2.0"),
+    ("task.inputs=3", "task.inputs=3 is only for custom tasks"),
+    ("seed=-2", "seed=-2"),
+    ("optim.weight_decay=-1", "optim.weight_decay=-1.0"),
+    ("+foo=1", "foo"),
 ]
 
 
