@@ -10,12 +10,14 @@ import sys
 from pathlib import Path
 
 import hydra
+import numpy as np
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bimt.cli import check_configs, check_group_choices, fail, quote_formulas, resume_overrides
-from bimt.config import ConfigError, load_config
+from bimt.analysis import format_dependencies
+from bimt.config import ConfigError, load_config, resolve_task
 from bimt.logging import METRICS, read_status
 from bimt.run import Diverged, config_for_run_dir, run
 
@@ -49,6 +51,9 @@ def main(cfg: DictConfig) -> dict:
         f"train MSE {metrics['train_mse']:.3e} | test MSE {metrics['test_mse']:.3e} | "
         f"connection cost {metrics['connection_cost']:.3f} | outputs in {run_dir}"
     )
+    found = "found" if metrics["expected_structure_found"] else "not found"
+    print(f"inputs each output depends on, after pruning |w| < 0.01 (expected structure {found}):")
+    print(format_dependencies(np.array(metrics["dependencies"], dtype=bool), resolve_task(config.task)))
     return metrics
 
 

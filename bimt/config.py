@@ -79,6 +79,7 @@ class RunConfig:
     snapshot_every: int = 1000
     checkpoint_every: int | None = None  # null: every 10 relocation intervals
     resume: str | None = None  # a run directory to continue
+    video: bool = False  # write network.gif (and .mp4 with ffmpeg) from the snapshots at the end
     device: str = "cpu"
     threads: int = 1
 

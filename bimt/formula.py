@@ -44,11 +44,15 @@ GRAMMAR = "numbers, x1..xn, pi, e, + - * / **, parentheses and " + " ".join(FUNC
 
 @dataclass(frozen=True)
 class Formula:
-    """A checked formula: its text, its tree, and the highest input index it uses."""
+    """A checked formula: its text, its tree, and the inputs (1-based) it uses."""
 
     text: str
     tree: ast.expr
-    max_input: int
+    inputs_used: tuple[int, ...]
+
+    @property
+    def max_input(self) -> int:
+        return max(self.inputs_used, default=0)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Evaluate on inputs of shape (n, inputs); returns shape (n,)."""
@@ -72,13 +76,13 @@ def parse(text: str, inputs: int | None = None) -> Formula:
         tree = ast.parse(source, mode="eval").body
     except (SyntaxError, RecursionError, MemoryError):
         raise FormulaError(f"not a formula; use {GRAMMAR}") from None
-    max_input = 0
+    used: set[int] = set()
     for node in ast.walk(tree):
         piece = repr(ast.get_source_segment(source, node))
         if isinstance(node, ast.Name):
             match = VARIABLE.fullmatch(node.id)
             if match:
-                max_input = max(max_input, int(match.group(1)))
+                used.add(int(match.group(1)))
             elif node.id in FUNCTIONS and not _is_called(tree, node):
                 raise FormulaError(f"function {node.id!r} must be called, as in {node.id}(x1)")
             elif node.id not in CONSTANTS and node.id not in FUNCTIONS:
@@ -99,9 +103,10 @@ def parse(text: str, inputs: int | None = None) -> Formula:
             raise FormulaError(f"{kind} {piece} is not allowed; use {GRAMMAR}")
     if _depth(tree) > MAX_DEPTH:
         raise FormulaError(f"the formula is nested more than {MAX_DEPTH} levels deep")
-    if inputs is not None and max_input > inputs:
-        raise FormulaError(f"x{max_input} is used, but the task has {inputs} inputs (x1..x{inputs})")
-    return Formula(text, tree, max_input)
+    formula = Formula(text, tree, tuple(sorted(used)))
+    if inputs is not None and formula.max_input > inputs:
+        raise FormulaError(f"x{formula.max_input} is used, but the task has {inputs} inputs (x1..x{inputs})")
+    return formula
 
 
 def _depth(tree: ast.expr) -> int:

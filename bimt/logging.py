@@ -57,12 +57,21 @@ class RunLogger:
             save_checkpoint(run_dir / CHECKPOINT, model, optimizer, replica, steps_done, self.config)
 
     def finish(
-        self, replica: int, step: int, hparams: dict[str, Any], metrics: dict[str, float], figures: dict
+        self,
+        replica: int,
+        step: int,
+        hparams: dict[str, Any],
+        metrics: dict[str, float],
+        modularity: dict[str, float],
+        figures: dict,
     ) -> None:
-        """Final images at `step` and the hparams summary (written into the run's own directory)."""
+        """Final images and `modularity/` scalars at `step`, and the hparams summary with the final
+        metrics (written into the run's own directory, so TensorBoard shows them with the run)."""
         writer = self.writers[replica]
         for tag, figure in figures.items():
             writer.add_image(tag, figure_to_array(figure), step, dataformats="HWC")
+        for tag, value in modularity.items():
+            writer.add_scalar(f"modularity/{tag}", value, step)
         final = {f"final/{key}": value for key, value in metrics.items()}
         writer.add_hparams(hparams, final, run_name=".", global_step=step)
         writer.flush()

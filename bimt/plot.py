@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
@@ -40,10 +41,12 @@ def draw_network(
     input_labels: Sequence[str] | None = None,
     output_labels: Sequence[str] | None = None,
     title: str | None = None,
+    ax: Axes | None = None,
 ) -> Figure:
-    """Draw replica `replica` of the model; labels are indexed by input / output feature."""
-    fig = Figure(figsize=(3.5, 3.5), dpi=100)
-    ax = fig.subplots()
+    """Draw replica `replica` of the model (on `ax`, or on a figure of its own); labels are indexed
+    by input / output feature."""
+    if ax is None:
+        ax = Figure(figsize=(3.5, 3.5), dpi=100).subplots()
     size = 1 / (2 * max(model.shape))
     for layer in range(model.depth + 1):
         for x, y in zip(*_neuron_positions(model, layer)):
@@ -66,8 +69,8 @@ def draw_network(
     ax.axis("off")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
+    ax.figure.tight_layout()
+    return ax.figure
 
 
 def _label_ends(ax, model: BioMLP, replica: int, input_labels, output_labels) -> None:

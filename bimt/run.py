@@ -20,6 +20,7 @@ import torch
 
 from omegaconf import OmegaConf
 
+from bimt.analysis import modularity_metrics, modularity_scalars
 from bimt.config import ConfigError, RunConfig, load_config, resolve_device, resolve_task
 from bimt.logging import (
     CHECKPOINT,
@@ -36,6 +37,7 @@ from bimt.logging import (
 from bimt.model import BioMLP
 from bimt.tasks import Dataset, make_dataset
 from bimt.trainer import ReplicaSettings, TrainSettings, evaluate, make_optimizer, train
+from bimt.video import write_video
 
 
 class Diverged(RuntimeError):
@@ -161,20 +163,25 @@ def run(config: RunConfig, run_dir: Path) -> dict[str, Any]:
         return status
 
     final = {key: value[0].item() for key, value in evaluate(model, data).items()}
+    modularity = modularity_metrics(model, data, task)
     metrics = {
         "status": "completed",
         **summary,
         **final,
         "in_perm": model.in_perm[0].tolist(),
         "out_perm": model.out_perm[0].tolist(),
+        **modularity,
         "wall_s": wall_s,
     }
     with torch.no_grad():
         predicted = model(data.test_x)[0]
     title = f"{task.name}, train_type {config.train_type}, seed {seed}"
     figures = save_figures(run_dir, model, 0, task, predicted, data.test_y[0], final["test_mse"], title)
-    logger.finish(0, config.steps, flat_hparams(plain_config), {k: float(v) for k, v in final.items()}, figures)
+    logger.finish(0, config.steps, flat_hparams(plain_config), {k: float(v) for k, v in final.items()},
+                  modularity_scalars(modularity), figures)
     logger.close()
     save_checkpoint(run_dir / CHECKPOINT, model, optimizer, 0, config.steps, plain_config)
+    if config.video:
+        write_video(run_dir)
     write_json_atomic(run_dir / METRICS, metrics)
     return metrics

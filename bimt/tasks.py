@@ -19,13 +19,26 @@ from bimt.formula import Formula
 
 @dataclass(frozen=True)
 class Task:
-    """A formula from inputs `x1..x{inputs}` to `outputs` values, with labels for the drawings."""
+    """A formula from inputs `x1..x{inputs}` to `outputs` values, with labels for the drawings.
+
+    `uses[o]` lists the inputs (1-based) that output o depends on: the module structure a
+    well-trained modular network should show.
+    """
 
     name: str
     inputs: int
     outputs: int
     formula: Callable[[np.ndarray], np.ndarray]
     output_labels: tuple[str, ...]
+    uses: tuple[tuple[int, ...], ...]
+
+    @property
+    def dependencies(self) -> np.ndarray:
+        """(inputs, outputs) booleans: does output o depend on input i?"""
+        matrix = np.zeros((self.inputs, self.outputs), dtype=bool)
+        for o, inputs in enumerate(self.uses):
+            matrix[[i - 1 for i in inputs], o] = True
+        return matrix
 
     @property
     def input_labels(self) -> tuple[str, ...]:
@@ -50,15 +63,23 @@ def _compositionality(x: np.ndarray) -> np.ndarray:
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("independence", 4, 2, _independence, (r"$(x_1+x_3)^3$", r"$x_2^2+\sin(\pi x_4)$")),
+        Task("independence", 4, 2, _independence, (r"$(x_1+x_3)^3$", r"$x_2^2+\sin(\pi x_4)$"), ((1, 3), (2, 4))),
         Task(
             "feature_sharing",
             3,
             3,
             _feature_sharing,
             (r"$x_1^2$", r"$x_1^2+x_2^2$", r"$x_1^2+x_2^2+x_3^2$"),
+            ((1,), (1, 2), (1, 2, 3)),
         ),
-        Task("compositionality", 4, 1, _compositionality, (r"$\sqrt{(x_1-x_2)^2+(x_3-x_4)^2}$",)),
+        Task(
+            "compositionality",
+            4,
+            1,
+            _compositionality,
+            (r"$\sqrt{(x_1-x_2)^2+(x_3-x_4)^2}$",),
+            ((1, 2, 3, 4),),
+        ),
     )
 }
 
@@ -69,7 +90,8 @@ def custom_task(name: str, inputs: int, formulas: list[Formula]) -> Task:
     def formula(x: np.ndarray) -> np.ndarray:
         return np.stack([f(x) for f in formulas], axis=1)
 
-    return Task(name, inputs, len(formulas), formula, tuple(f.text.replace("**", "^") for f in formulas))
+    labels = tuple(f.text.replace("**", "^") for f in formulas)
+    return Task(name, inputs, len(formulas), formula, labels, tuple(f.inputs_used for f in formulas))
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -34,6 +35,10 @@ def test_metrics_json_holds_the_final_numbers(run_dir):
     assert 0 < metrics["test_mse"] < 1 and 0 < metrics["train_mse"] < 1
     assert 0 < metrics["n_active_weights"] <= 3 * 20 + 20 * 20 + 20 * 3
     assert metrics["wall_s"] > 0
+    assert metrics["active_weights_1e-2"] == metrics["n_active_weights"] <= metrics["active_weights_1e-3"]
+    assert metrics["pruned_test_mse"] > 0 and metrics["components"] >= 1
+    assert np.array(metrics["dependencies"]).shape == (3, 3) and len(metrics["wire_length"]) == 3
+    assert isinstance(metrics["expected_structure_found"], bool)
 
 
 def test_checkpoint_restores_the_final_network(run_dir):
@@ -75,6 +80,9 @@ def test_tensorboard_has_scalars_images_and_hparams(run_dir):
     assert hparams["task.name"].string_value == "feature_sharing"
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert logged["final/test_mse"][STEPS] == pytest.approx(metrics["test_mse"], rel=1e-6)
+    assert logged["modularity/pruned_test_mse"][STEPS] == pytest.approx(metrics["pruned_test_mse"], rel=1e-6)
+    assert logged["modularity/components"][STEPS] == metrics["components"]
+    assert logged["modularity/wire_length/layer2"][STEPS] == pytest.approx(metrics["wire_length"][2], rel=1e-6)
 
 
 def test_same_config_and_seed_give_the_same_numbers(run_dir, tmp_path):

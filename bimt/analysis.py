@@ -1,0 +1,147 @@
+"""How modular a trained network is: sparsity, pruning, module structure, wire length, interventions.
+
+The paper shows pictures; these functions put numbers on them. A network is pruned (weights below
+a threshold set to zero), read as a graph whose edges are the surviving weights, and asked which
+inputs still have a path to which outputs. For independence that dependency matrix should show two
+separate modules, {x1, x3} -> out1 and {x2, x4} -> out2.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import networkx as nx
+import numpy as np
+import torch
+
+from bimt.cost import active_weights
+from bimt.model import BioMLP
+from bimt.tasks import Dataset, Task
+from bimt.trainer import mse
+
+
+@torch.no_grad()
+def prune(model: BioMLP, threshold: float = 1e-2) -> BioMLP:
+    """A copy of the model with every weight of magnitude below `threshold` set to zero.
+
+    Biases, permutations and coordinates are left exactly as they are.
+    """
+    pruned = copy.deepcopy(model)
+    for weight in pruned.weights:
+        weight.mul_(weight.abs() >= threshold)
+    return pruned
+
+
+def network_graph(model: BioMLP, replica: int = 0) -> nx.DiGraph:
+    """The network as a directed graph: nodes (layer, position), an edge for every non-zero weight."""
+    graph = nx.DiGraph()
+    for layer in range(model.depth + 1):
+        n = model.n_input_positions if layer == 0 else model.shape[layer]
+        graph.add_nodes_from((layer, p) for p in range(n))
+    for layer, weight in enumerate(model.weights):
+        w = weight[replica].detach().cpu()
+        if layer == 0:  # all folds of an input position are one neuron
+            w = w.reshape(w.shape[0], model.in_fold, -1).abs().sum(dim=1)
+        rows, cols = torch.nonzero(w).T.tolist() if w.any() else ([], [])
+        graph.add_edges_from(((layer, c), (layer + 1, r)) for r, c in zip(rows, cols))
+    return graph
+
+
+def dependency_matrix(model: BioMLP, replica: int = 0) -> np.ndarray:
+    """(inputs, outputs) booleans in feature order: does input feature i have a path to output o?"""
+    graph = network_graph(model, replica)
+    in_perm = model.in_perm[replica].tolist()
+    out_perm = model.out_perm[replica].tolist()
+    matrix = np.zeros((model.n_input_positions, model.shape[-1]), dtype=bool)
+    for position, feature in enumerate(in_perm):
+        reached = nx.descendants(graph, (0, position))
+        for out_position, out_feature in enumerate(out_perm):
+            matrix[feature, out_feature] = (model.depth, out_position) in reached
+    return matrix
+
+
+def output_components(model: BioMLP, replica: int = 0) -> int:
+    """Connected pieces of the network (ignoring edge direction) that contain an output neuron."""
+    graph = network_graph(model, replica)
+    outputs = {(model.depth, p) for p in range(model.shape[-1])}
+    return sum(1 for part in nx.weakly_connected_components(graph) if part & outputs)
+
+
+def wire_length(model: BioMLP, replica: int = 0) -> list[float]:
+    """Per layer, the mean wire length |x_out - x_in| weighted by |w| (0 for a layer with no weight)."""
+    lengths = []
+    for layer, weight in enumerate(model.weights):
+        w = weight[replica].detach().abs()
+        total = float(w.sum())
+        lengths.append(float((w * model.distance(layer)).sum()) / total if total > 0 else 0.0)
+    return lengths
+
+
+def format_dependencies(matrix: np.ndarray, task: Task) -> str:
+    """The dependency matrix as text, one line per output: `out -> inputs it depends on`."""
+    lines = []
+    for o, label in enumerate(task.output_labels):
+        inputs = [f"x{i + 1}" for i in range(matrix.shape[0]) if matrix[i, o]]
+        lines.append(f"{label} <- {{{', '.join(inputs)}}}")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def modularity_metrics(model: BioMLP, data: Dataset, task: Task, threshold: float = 1e-2) -> dict[str, Any]:
+    """Everything above for replica 0 of a trained model, as plain values for metrics.json."""
+    pruned = prune(model, threshold)
+    dependencies = dependency_matrix(pruned)
+    return {
+        "active_weights_1e-2": int(active_weights(model, 1e-2)[0]),
+        "active_weights_1e-3": int(active_weights(model, 1e-3)[0]),
+        "pruned_train_mse": mse(pruned, data.train_x, data.train_y)[0].item(),
+        "pruned_test_mse": mse(pruned, data.test_x, data.test_y)[0].item(),
+        "components": output_components(pruned),
+        "dependencies": dependencies.astype(int).tolist(),
+        "expected_structure_found": bool(np.array_equal(dependencies, task.dependencies)),
+        "wire_length": wire_length(model),
+    }
+
+
+def modularity_scalars(metrics: dict[str, Any]) -> dict[str, float]:
+    """The numeric part of `modularity_metrics`, flat, for TensorBoard."""
+    scalars = {key: float(value) for key, value in metrics.items() if isinstance(value, (bool, int, float))}
+    scalars.update({f"wire_length/layer{i}": value for i, value in enumerate(metrics["wire_length"])})
+    return scalars
+
+
+@contextmanager
+def intervention(
+    model: BioMLP, layer: int, index: tuple[int, ...], value: float, kind: str = "weight", replica: int = 0
+) -> Iterator[BioMLP]:
+    """Set one weight (index (out, in)) or bias (index (out,)) of linear layer `layer`, then restore it.
+
+    Use as `with intervention(model, 0, (3, 1), 0.0): ...`; the original value is back afterwards,
+    even when the body raises.
+    """
+    if kind not in ("weight", "bias"):
+        raise ValueError(f"kind={kind!r} is not allowed; use 'weight' or 'bias'")
+    parameter = (model.weights if kind == "weight" else model.biases)[layer]
+    position = (replica, *index)
+    with torch.no_grad():
+        original = parameter[position].clone()
+        parameter[position] = value
+    try:
+        yield model
+    finally:
+        with torch.no_grad():
+            parameter[position] = original
+
+
+@torch.no_grad()
+def intervention_effect(
+    model: BioMLP, x: torch.Tensor, layer: int, index: tuple[int, ...], value: float, kind: str = "weight"
+) -> torch.Tensor:
+    """How the outputs (replica 0, feature order) change when one weight or bias is set to `value`."""
+    before = model(x)[0]
+    with intervention(model, layer, index, value, kind):
+        after = model(x)[0]
+    return after - before

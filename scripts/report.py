@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""Summarise every run under a directory: report.md, report.csv, networks.png (see bimt/report.py)."""
+
+import sys
+
+from bimt.report import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,9 @@
+#!/usr/bin/env python
+"""Turn a run's network snapshots into network.gif (and network.mp4 with ffmpeg); see bimt/video.py."""
+
+import sys
+
+from bimt.video import main
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""The sweep report and the training video, run as a user runs them: scripts in a subprocess."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, read_events, train_cli
+
+
+def script(name: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory):
+    """A small ablation: two train types, two seeds, plus one killed and one interrupted run."""
+    sweep_dir = tmp_path_factory.mktemp("report") / "sweep"
+    result = train_cli("-m", "task=independence", "train_type=1,5", "seed=0,1", "steps=300",
+                       "snapshot_every=100", f"hydra.sweep.dir={sweep_dir}")
+    assert result.returncode == 0, result.stderr
+    killed = sweep_dir / "killed"
+    shutil.copytree(next(sweep_dir.glob("*seed=1*train_type=5")), killed)
+    (killed / "metrics.json").unlink()
+    interrupted = sweep_dir / "interrupted"
+    shutil.copytree(next(sweep_dir.glob("*seed=1*train_type=1")), interrupted)
+    (interrupted / "metrics.json").write_text(json.dumps({"status": "interrupted", "step": 120}))
+    return sweep_dir
+
+
+def completed_metrics(sweep_dir, train_type):
+    runs = [json.loads(p.read_text()) for p in sweep_dir.glob("*/metrics.json")]
+    return [m for m in runs if m.get("status") == "completed" and m["train_type"] == train_type]
+
+
+def test_report_tabulates_completed_runs_and_lists_the_rest(sweep):
+    result = script("report.py", str(sweep))
+    assert result.returncode == 0, result.stderr
+    assert "missing: killed: no metrics.json" in result.stderr
+    assert "missing: interrupted: status 'interrupted', not completed" in result.stderr
+
+    rows = {int(row["train_type"]): row for row in csv.DictReader((sweep / "report.csv").open())}
+    assert sorted(rows) == [1, 5]
+    for train_type, row in rows.items():
+        runs = completed_metrics(sweep, train_type)
+        assert int(row["seeds"]) == len(runs) == 2
+        for key in ("test_mse", "pruned_test_mse", "connection_cost", "n_active_weights", "components"):
+            values = [m[key] for m in runs]
+            assert float(row[f"{key}_mean"]) == pytest.approx(np.mean(values))
+            assert float(row[f"{key}_std"]) == pytest.approx(np.std(values, ddof=1))
+        found = [m["expected_structure_found"] for m in runs]
+        assert float(row["expected_structure_found_mean"]) == pytest.approx(np.mean(found))
+
+    report = (sweep / "report.md").read_text()
+    assert "| independence | 5 | 2 |" in report and "| independence | 1 | 2 |" in report
+    assert "killed: no metrics.json" in report
+    with Image.open(sweep / "networks.png") as image:
+        assert image.width > 400 and image.height > 200
+
+
+def test_report_names_what_is_missing_from_a_partial_sweep(sweep, tmp_path):
+    partial = tmp_path / "partial"
+    shutil.copytree(sweep, partial)
+    for run in partial.glob("*seed=0*train_type=5"):
+        shutil.rmtree(run)
+    result = script("report.py", str(partial))
+    assert result.returncode == 0, result.stderr
+    assert "missing: no completed run for task=independence train_type=5 seed=0" in result.stderr
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda root: root / "nope", "is not a directory"),
+    (lambda root: root, "no runs under"),
+])
+def test_report_on_a_bad_directory_is_one_line(tmp_path, make, message):
+    result = script("report.py", str(make(tmp_path)))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and message in result.stderr
+
+
+def test_report_with_only_unfinished_runs_says_so(sweep, tmp_path):
+    only_killed = tmp_path / "only"
+    shutil.copytree(sweep / "killed", only_killed / "killed")
+    result = script("report.py", str(only_killed))
+    assert result.returncode == 2
+    assert "no completed runs under" in result.stderr and "killed: no metrics.json" in result.stderr
+
+
+def test_video_has_one_frame_per_snapshot(sweep):
+    run_dir = next(sweep.glob("*seed=0*train_type=5"))
+    result = script("video.py", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    snapshots = read_events(run_dir).Images("network")
+    with Image.open(run_dir / "network.gif") as gif:
+        assert gif.n_frames == len(snapshots) == 4  # steps 0, 100, 200 and the final 300
+
+
+def test_video_of_a_directory_without_snapshots_is_one_line(tmp_path):
+    result = script("video.py", str(tmp_path))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "no 'network' snapshots" in result.stderr
