@@ -31,10 +31,15 @@ def connection_cost(
     `no_penalize_last` zeroes the locality weight of the last layer (its l0 term stays), the
     notebook's option of the same name.
     """
+    last = model.depth - 1
+    factors = [wire_factor(model, i, 0.0 if (i == last and no_penalize_last) else locality) for i in range(model.depth)]
+    return priced_cost(model, factors, penalize_bias)
+
+
+def priced_cost(model: BioMLP, factors: list[torch.Tensor], penalize_bias: bool) -> torch.Tensor:
+    """The cost with each layer's per-weight prices given (training computes them once per run)."""
     cost = torch.zeros(model.replicas, device=model.in_perm.device)
-    for i, (weight, bias) in enumerate(zip(model.weights, model.biases)):
-        last = i == model.depth - 1
-        factor = wire_factor(model, i, 0.0 if (last and no_penalize_last) else locality)
+    for weight, bias, factor in zip(model.weights, model.biases, factors):
         cost = cost + (weight.abs() * factor).sum(dim=(1, 2))
         if penalize_bias:
             cost = cost + (bias.abs() * model.l0).sum(dim=1)

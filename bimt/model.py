@@ -85,23 +85,33 @@ class BioMLP(nn.Module):
         """Wire lengths |x_out - x_in| of linear layer `layer`, shape (out, in)."""
         return getattr(self, f"distance_{layer}")
 
-    def input_gather_index(self) -> torch.Tensor:
-        """(R, in) indices that put input feature in_perm[p] at position p, in every fold."""
-        offsets = torch.arange(self.in_fold, device=self.in_perm.device) * self.n_input_positions
-        return (offsets[None, :, None] + self.in_perm[:, None, :]).reshape(self.replicas, -1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map inputs (R, B, in) or (B, in), in feature order, to outputs (R, B, out) in feature order."""
+    def to_positions(self, x: torch.Tensor) -> torch.Tensor:
+        """Inputs (R, B, in) or (B, in) in feature order, rearranged so position p holds in_perm[p]."""
         if x.dim() == 2:
             x = x.expand(self.replicas, *x.shape)
-        index = self.input_gather_index()[:, None, :].expand(-1, x.shape[1], -1)
-        x = torch.gather(x, 2, index)
+        offsets = torch.arange(self.in_fold, device=x.device) * self.n_input_positions
+        index = (offsets[None, :, None] + self.in_perm[:, None, :]).reshape(self.replicas, 1, -1)
+        return torch.gather(x, 2, index.expand(-1, x.shape[1], -1))
+
+    def output_order(self) -> torch.Tensor:
+        """(R, out): the position that computes each output feature."""
+        return torch.argsort(self.out_perm, dim=1)
+
+    def forward_positions(self, x: torch.Tensor, output_order: torch.Tensor) -> torch.Tensor:
+        """The network on inputs already in position order (`to_positions`); outputs in feature order.
+
+        Training calls this with inputs and `output_order` rearranged once per relocation, instead
+        of rearranging on every step; the numbers are the same.
+        """
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             x = torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
             if i < self.depth - 1:
                 x = F.silu(x)
-        position_of_output = torch.argsort(self.out_perm, dim=1)
-        return torch.gather(x, 2, position_of_output[:, None, :].expand(-1, x.shape[1], -1))
+        return torch.gather(x, 2, output_order[:, None, :].expand(-1, x.shape[1], -1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map inputs (R, B, in) or (B, in), in feature order, to outputs (R, B, out) in feature order."""
+        return self.forward_positions(self.to_positions(x), self.output_order())
 
 
 def _default_linear_init(shape: Sequence[int], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -73,6 +73,22 @@ def test_relocation_makes_the_literal_searchs_swaps(shape, in_fold, seed):
         assert_same_network(model, r, literal)
 
 
+@pytest.mark.parametrize("shape,in_fold", SHAPES)
+def test_exact_ties_between_dead_neurons_resolve_as_the_literal_search_does(shape, in_fold):
+    """Dead neurons (no weights) swap at no cost: ties that only exact float32 sums can break."""
+    model = random_state(shape, in_fold, seed=7)
+    with torch.no_grad():
+        for layer in range(1, model.depth):
+            dead = torch.arange(model.shape[layer]) % 3 != 0
+            model.weights[layer - 1][:, dead] = 0
+            model.weights[layer][:, :, dead] = 0
+    literals = [literal_copy(model, r) for r in range(model.replicas)]
+    relocate(model, top_k=5)
+    for r, literal in enumerate(literals):
+        literal.relocate(top_k=5)
+        assert_same_network(model, r, literal)
+
+
 def test_relocation_in_a_trained_network_makes_the_literal_searchs_swaps():
     task = TASKS["independence"]
     seeds = [0, 1, 2, 3]
