@@ -103,6 +103,17 @@ def test_video_has_one_frame_per_snapshot(sweep):
         assert gif.n_frames == len(snapshots) == 4  # steps 0, 100, 200 and the final 300
 
 
+@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="MP4 output needs ffmpeg, an optional tool")
+def test_video_is_also_an_mp4_where_ffmpeg_exists(sweep):
+    run_dir = next(sweep.glob("*seed=1*train_type=5"))
+    result = script("video.py", str(run_dir))
+    assert result.returncode == 0, result.stderr
+    probe = subprocess.run(["ffprobe", "-v", "error", "-count_frames", "-select_streams", "v:0", "-show_entries",
+                            "stream=nb_read_frames", "-of", "csv=p=0", str(run_dir / "network.mp4")],
+                           capture_output=True, text=True, check=True)
+    assert int(probe.stdout.strip()) == 4
+
+
 def test_video_of_a_directory_without_snapshots_is_one_line(tmp_path):
     result = script("video.py", str(tmp_path))
     assert result.returncode == 2
