@@ -137,9 +137,9 @@ def resolve_task(config: TaskConfig) -> Task:
     return custom_task(config.name, inputs, formulas)
 
 
-def check_formulas_are_finite(config: TaskConfig, task: Task) -> None:
-    """Reject formulas that give NaN or inf on the sampled inputs, before any training."""
-    data = make_dataset(task, 0, config.n_train, config.n_test, config.low, config.high)
+def check_formulas_are_finite(config: TaskConfig, task: Task, seed: int) -> None:
+    """Reject formulas that give NaN or inf on the inputs the run will sample, before any training."""
+    data = make_dataset(task, seed, config.n_train, config.n_test, config.low, config.high)
     for i in range(task.outputs):
         values = np.concatenate([data.train_y[:, i].numpy(), data.test_y[:, i].numpy()])
         bad = int((~np.isfinite(values)).sum())
@@ -178,7 +178,7 @@ def validate(config: RunConfig) -> None:
     _require(task.low < task.high, f"task.low={task.low} must be below task.high={task.high}")
     _require(task.noise >= 0, f"task.noise={task.noise} is not allowed; it is a standard deviation >= 0")
     if task.outputs is not None:
-        check_formulas_are_finite(task, spec)
+        check_formulas_are_finite(task, spec, config.run_seed)
     _require(config.seed is None or config.seed >= 0, f"seed={config.seed} is not allowed; use an integer >= 0 (or null for the task's paper seed)")
     _require(len(model.hidden) >= 1, "model.hidden=[] is not allowed; give at least one hidden width")
     for width in model.hidden:

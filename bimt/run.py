@@ -29,7 +29,6 @@ from bimt.logging import (
     flat_hparams,
     flatten,
     load_checkpoint,
-    save_checkpoint,
     save_figures,
     saved_config,
     write_json_atomic,
@@ -179,8 +178,8 @@ def run(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     figures = save_figures(run_dir, model, 0, task, predicted, data.test_y[0], final["test_mse"], title)
     logger.finish(0, config.steps, flat_hparams(plain_config), {k: float(v) for k, v in final.items()},
                   modularity_scalars(modularity), figures)
+    logger.checkpoint(config.steps, model, optimizer)
     logger.close()
-    save_checkpoint(run_dir / CHECKPOINT, model, optimizer, 0, config.steps, plain_config)
     if config.video:
         write_video(run_dir)
     write_json_atomic(run_dir / METRICS, metrics)
