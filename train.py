@@ -15,8 +15,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from bimt.cli import check_configs, check_group_choices, fail, quote_formulas, resume_overrides
 from bimt.analysis import format_dependencies
+from bimt.cli import check_configs, check_group_choices, fail, quote_formulas, resume_overrides
 from bimt.config import ConfigError, load_config, resolve_task
 from bimt.logging import METRICS, read_status
 from bimt.run import Diverged, config_for_run_dir, run

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from omegaconf import OmegaConf
 
 from bimt.analysis import modularity_metrics, modularity_scalars

@@ -30,12 +30,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the literal algorithm is kept with the tests, as their oracle
 
-from reference import LiteralMLP, literal_model, literal_train  # noqa: E402
-
 from bimt import BioMLP, NullLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, relocate, train  # noqa: E402
 from bimt.logging import RunLogger  # noqa: E402
 from bimt.run import stack_datasets  # noqa: E402
 from bimt.tasks import TASKS  # noqa: E402
+
+from reference import LiteralMLP, literal_model, literal_train  # noqa: E402
 
 PAPER = {"independence": (0, [20, 20], 10.0, 0.1), "feature_sharing": (4, [20, 20], 10.0, 0.1),
          "compositionality": (3, [20, 20, 20, 20], 3.0, 1.0)}

@@ -7,6 +7,7 @@ from hydra import compose, initialize_config_dir
 
 from bimt.config import load_config
 from bimt.tasks import TASKS
+
 from conftest import REPO, train_cli
 
 TASK_NAMES = sorted(TASKS)

@@ -12,6 +12,7 @@ from tensorboard.plugins.hparams import plugin_data_pb2
 
 from bimt.cost import connection_cost
 from bimt.model import BioMLP
+
 from conftest import read_events, scalars, train_cli
 
 STEPS = 400

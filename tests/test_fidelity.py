@@ -21,6 +21,7 @@ from bimt.run import stack_datasets
 from bimt.schedule import Schedule
 from bimt.tasks import TASKS, make_dataset
 from bimt.trainer import ReplicaSettings, TrainSettings, train
+
 from conftest import DATA, scalars, train_cli
 from reference import literal_model, literal_train
 

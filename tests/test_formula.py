@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from bimt.config import ConfigError, TaskConfig, check_formulas_are_finite, resolve_task
 from bimt.formula import FormulaError, parse
 from bimt.tasks import TASKS, make_dataset
+
 from conftest import scalars, train_cli
 
 X = np.random.default_rng(0).uniform(-1, 1, size=(64, 4))

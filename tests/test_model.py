@@ -7,6 +7,7 @@ import torch
 
 from bimt.model import BioMLP
 from bimt.relocate import apply_permutation, positions, swap_candidates
+
 from reference import literal_model
 
 SHAPES = [([4, 20, 20, 2], 1), ([3, 20, 20, 3], 1), ([4, 20, 20, 20, 20, 1], 1), ([6, 8, 5, 4], 2)]

@@ -12,6 +12,7 @@ from bimt.run import stack_datasets
 from bimt.schedule import Schedule
 from bimt.tasks import TASKS, make_dataset
 from bimt.trainer import NullLogger, ReplicaSettings, TrainSettings, train
+
 from reference import LiteralMLP
 
 SHAPES = [([4, 20, 20, 2], 1), ([3, 20, 20, 3], 1), ([4, 20, 20, 20, 20, 1], 1), ([6, 8, 5, 4], 2)]
