@@ -118,3 +118,15 @@ def test_video_of_a_directory_without_snapshots_is_one_line(tmp_path):
     result = script("video.py", str(tmp_path))
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and "no 'network' snapshots" in result.stderr
+
+
+def test_reproduce_script_tabulates_the_three_paper_tasks(tmp_path):
+    out = tmp_path / "reproduce"
+    result = script("reproduce.py", "--steps", "30", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    table = json.loads((out / "reproduce.json").read_text())
+    assert sorted(table) == ["compositionality", "feature_sharing", "independence"]
+    for task, row in table.items():
+        metrics = json.loads(next(out.glob(f"*task={task}*/metrics.json")).read_text())
+        assert row["test_mse"] == metrics["test_mse"] and row["steps"] == 30
+        assert task in result.stdout
