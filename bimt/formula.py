@@ -139,8 +139,3 @@ def _evaluate(node: ast.expr, x: np.ndarray):
     if isinstance(node, ast.UnaryOp):
         return UNARY[type(node.op)](_evaluate(node.operand, x))
     return FUNCTIONS[node.func.id](_evaluate(node.args[0], x))
-
-
-def latex_label(text: str) -> str:
-    """A readable plot label for a formula: ** as ^, no * between factors."""
-    return text.replace("**", "^").replace("*", r"\cdot ").replace("$", "")

@@ -35,10 +35,8 @@ from bimt.logging import RunLogger  # noqa: E402
 from bimt.run import stack_datasets  # noqa: E402
 from bimt.tasks import TASKS  # noqa: E402
 
-from reference import LiteralMLP, literal_model, literal_train  # noqa: E402
+from reference import PAPER, literal_copy, literal_model, literal_train  # noqa: E402
 
-PAPER = {"independence": (0, [20, 20], 10.0, 0.1), "feature_sharing": (4, [20, 20], 10.0, 0.1),
-         "compositionality": (3, [20, 20, 20, 20], 3.0, 1.0)}
 FULL_BIMT = ReplicaSettings(torch.tensor([True]), torch.tensor([1.0]), torch.tensor([True]))
 
 
@@ -49,17 +47,6 @@ def median_ms(function, repeats: int) -> float:
         function()
         times.append(time.perf_counter() - start)
     return 1000 * statistics.median(times)
-
-
-def literal_copy(model: BioMLP) -> LiteralMLP:
-    literal = LiteralMLP(list(model.shape))
-    with torch.no_grad():
-        for linear, weight, bias in zip(literal.linears, model.weights, model.biases):
-            linear.weight.copy_(weight[0])
-            linear.bias.copy_(bias[0])
-    literal.in_perm = model.in_perm[0].float().clone()
-    literal.out_perm = model.out_perm[0].float().clone()
-    return literal
 
 
 def bench_task(name: str, steps: int, repeats: int) -> dict[str, float]:

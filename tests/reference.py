@@ -100,6 +100,23 @@ class LiteralMLP(nn.Module):
                 self.swap(layer, j, k)
 
 
+# The paper's setting per task: seed, hidden widths, lambda boost and decay factors.
+PAPER = {"independence": (0, [20, 20], 10.0, 0.1), "feature_sharing": (4, [20, 20], 10.0, 0.1),
+         "compositionality": (3, [20, 20, 20, 20], 3.0, 1.0)}
+
+
+def literal_copy(model, replica: int = 0) -> LiteralMLP:
+    """Replica `replica` of a project BioMLP as a literal network, weights and permutations included."""
+    literal = LiteralMLP(list(model.shape), model.in_fold, model.l0)
+    with torch.no_grad():
+        for linear, weight, bias in zip(literal.linears, model.weights, model.biases):
+            linear.weight.copy_(weight[replica])
+            linear.bias.copy_(bias[replica])
+    literal.in_perm = model.in_perm[replica].float().clone()
+    literal.out_perm = model.out_perm[replica].float().clone()
+    return literal
+
+
 def literal_model(shape: list[int], seed: int, in_fold: int = 1) -> LiteralMLP:
     torch.manual_seed(seed)
     return LiteralMLP(shape, in_fold)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 
 from bimt.config import load_config
@@ -65,7 +66,8 @@ BAD_INPUTS = [
     ("model.hidden=[20,0]", "model.hidden=[20, 0]"),
     ("model.hidden=[-3]", "model.hidden=[-3]"),
     ("model.in_fold=3", "model.in_fold=3"),
-    ("device=cuda", "device=cuda"),
+    pytest.param("device=cuda", "device=cuda", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="this machine has a GPU, so device=cuda is valid here")),
     ("device=tpu", "device='tpu'"),
     ("optim.lr=0", "optim.lr=0.0"),
     ("optim.lr=-0.1", "optim.lr=-0.1"),
@@ -92,11 +94,6 @@ BAD_INPUTS = [
 
 @pytest.mark.parametrize("override,named", BAD_INPUTS)
 def test_bad_input_is_one_line_with_exit_code_2_and_no_run_left(tmp_path, override, named):
-    if override == "device=cuda":
-        import torch
-
-        if torch.cuda.is_available():
-            pytest.skip("this machine has a GPU, so device=cuda is valid here")
     run_dir = tmp_path / "run"
     result = train_cli(f"hydra.run.dir={run_dir}", override)
     assert result.returncode == 2

@@ -13,7 +13,7 @@ from bimt.schedule import Schedule
 from bimt.tasks import TASKS, make_dataset
 from bimt.trainer import NullLogger, ReplicaSettings, TrainSettings, train
 
-from reference import LiteralMLP
+from reference import LiteralMLP, literal_copy
 
 SHAPES = [([4, 20, 20, 2], 1), ([3, 20, 20, 3], 1), ([4, 20, 20, 20, 20, 1], 1), ([6, 8, 5, 4], 2)]
 
@@ -31,17 +31,6 @@ def random_state(shape, in_fold, seed, replicas=3) -> BioMLP:
             model.in_perm[r] = torch.randperm(model.n_input_positions, generator=generator)
             model.out_perm[r] = torch.randperm(shape[-1], generator=generator)
     return model
-
-
-def literal_copy(model: BioMLP, replica: int) -> LiteralMLP:
-    literal = LiteralMLP(list(model.shape), model.in_fold, model.l0)
-    with torch.no_grad():
-        for linear, weight, bias in zip(literal.linears, model.weights, model.biases):
-            linear.weight.copy_(weight[replica])
-            linear.bias.copy_(bias[replica])
-    literal.in_perm = model.in_perm[replica].float().clone()
-    literal.out_perm = model.out_perm[replica].float().clone()
-    return literal
 
 
 def assert_same_network(model: BioMLP, replica: int, literal: LiteralMLP) -> None:
