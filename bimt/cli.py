@@ -124,8 +124,13 @@ def check_configs(argv: Sequence[str], conf_dir: Path) -> None:
     hundred); a value that is bad only in one combination is still reported when that job starts.
     """
     job_overrides = [arg for arg in argv if "=" in arg and not arg.startswith(("-", "hydra"))]
+    multirun = bool({"-m", "--multirun"} & set(argv))
     try:
-        per_key = [_override_values(override) for override in OverridesParser.create().parse_overrides(job_overrides)]
+        overrides = OverridesParser.create().parse_overrides(job_overrides)
+        for override in overrides:
+            if override.is_sweep_override() and not multirun:
+                fail(f"{override.input_line} lists several values; add -m (--multirun) to run one job for each")
+        per_key = [_override_values(override) for override in overrides]
         base = [values[0] for values in per_key]
         jobs = [base] + [
             base[:i] + [value] + base[i + 1 :] for i, values in enumerate(per_key) for value in values[1:]

@@ -89,6 +89,7 @@ BAD_INPUTS = [
     ("seed=-2", "seed=-2"),
     ("optim.weight_decay=-1", "optim.weight_decay=-1.0"),
     ("+foo=1", "foo"),
+    ("train_type=1,2", "train_type=1,2 lists several values; add -m (--multirun)"),
 ]
 
 
