@@ -14,6 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from bimt import native
 from bimt.formula import FormulaError, parse
 from bimt.schedule import Schedule
 from bimt.tasks import TASKS, Task, custom_task, make_dataset
@@ -82,6 +83,7 @@ class RunConfig:
     video: bool = False  # write network.gif (and .mp4 with ffmpeg) from the snapshots at the end
     device: str = "cpu"
     threads: int = 1
+    engine: str = "native"  # native: compiled training loop (numba, CPU); eager: torch, the notebook's bits
 
     @property
     def run_seed(self) -> int:
@@ -100,6 +102,7 @@ class RunConfig:
 
 
 DEVICES = ("cpu", "cuda", "auto")
+ENGINES = ("native", "eager")
 
 
 def load_config(cfg: DictConfig) -> RunConfig:
@@ -208,10 +211,19 @@ def validate(config: RunConfig) -> None:
         config.device != "cuda" or torch.cuda.is_available(),
         "device=cuda was asked for but no CUDA GPU is available; use device=cpu or device=auto",
     )
+    _require(config.engine in ENGINES, f"engine={config.engine!r} is unknown; allowed: {', '.join(ENGINES)}")
+    _require(
+        config.engine != "native" or config.device != "cuda",
+        "engine=native runs on the CPU; with device=cuda use engine=eager",
+    )
+    _require(
+        config.engine != "native" or native.available(),
+        "engine=native needs numba, which cannot be imported here (pip install numba); or use engine=eager",
+    )
 
 
-def resolve_device(name: str) -> torch.device:
-    """`auto` picks CUDA when a GPU is present, else the CPU."""
+def resolve_device(name: str, engine: str = "eager") -> torch.device:
+    """`auto` picks CUDA when a GPU is present and the engine can use it (eager), else the CPU."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device("cuda" if torch.cuda.is_available() and engine == "eager" else "cpu")
     return torch.device(name)

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from torch.utils.tensorboard import SummaryWriter
 
 from bimt.model import BioMLP
+from bimt.optim import AdamW
 from bimt.plot import draw_network, draw_predictions, figure_to_array
 from bimt.tasks import Task
 
@@ -51,7 +52,7 @@ class RunLogger:
             figure = draw_network(model, replica, self.task.input_labels, self.task.output_labels)
             writer.add_image("network", figure_to_array(figure), step, dataformats="HWC")
 
-    def checkpoint(self, steps_done: int, model: BioMLP, optimizer: torch.optim.Optimizer) -> None:
+    def checkpoint(self, steps_done: int, model: BioMLP, optimizer: AdamW) -> None:
         for replica, run_dir in enumerate(self.run_dirs):
             self.writers[replica].flush()
             save_checkpoint(run_dir / CHECKPOINT, model, optimizer, replica, steps_done, self.config)
@@ -134,7 +135,7 @@ def replica_state(state: dict[str, torch.Tensor], replica: int, replicas: int) -
 def save_checkpoint(
     path: Path,
     model: BioMLP,
-    optimizer: torch.optim.Optimizer,
+    optimizer: AdamW,
     replica: int,
     steps_done: int,
     config: dict[str, Any],
@@ -146,10 +147,7 @@ def save_checkpoint(
     The schedule needs no state of its own: lambda and the bias penalty are functions of the step.
     """
     replicas = model.replicas
-    optimizer_state = optimizer.state_dict()
-    optimizer_state["state"] = {
-        key: replica_state(value, replica, replicas) for key, value in optimizer_state["state"].items()
-    }
+    optimizer_state = replica_state(optimizer.state_dict(), replica, replicas)
     log_every = config["log_every"]
     temporary = _temporary(path)
     torch.save(
@@ -167,7 +165,7 @@ def save_checkpoint(
     os.replace(temporary, path)
 
 
-def load_checkpoint(path: Path, model: BioMLP, optimizer: torch.optim.Optimizer) -> int:
+def load_checkpoint(path: Path, model: BioMLP, optimizer: AdamW) -> int:
     """Restore a single-replica checkpoint into `model` and `optimizer`; returns the steps done."""
     checkpoint = torch.load(path, weights_only=False, map_location=model.in_perm.device)
     model.load_state_dict(checkpoint["model"])

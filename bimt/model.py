@@ -47,14 +47,9 @@ class BioMLP(nn.Module):
         self.out_fold = out_fold
         self.l0 = l0
         per_replica = [_default_linear_init(self.shape, seed) for seed in seeds]
-        self.weights = nn.ParameterList(
-            nn.Parameter(torch.stack([layers[i][0] for layers in per_replica]))
-            for i in range(self.depth)
-        )
-        self.biases = nn.ParameterList(
-            nn.Parameter(torch.stack([layers[i][1] for layers in per_replica]))
-            for i in range(self.depth)
-        )
+        self.params = nn.Parameter(torch.stack([
+            torch.cat([part.flatten() for layer in layers for part in layer]) for layers in per_replica
+        ]))
         replicas = len(seeds)
         self.register_buffer("in_perm", torch.arange(self.n_input_positions).repeat(replicas, 1))
         self.register_buffer("out_perm", torch.arange(self.shape[-1]).repeat(replicas, 1))
@@ -66,6 +61,33 @@ class BioMLP(nn.Module):
                 - neuron_coordinates(self.shape[i], in_fold_i)[None, :]
             ).abs()
             self.register_buffer(f"distance_{i}", distance)
+
+    def layer_views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Weights (R, out, in) and biases (R, out) of every layer, as views into a flat (R, P) tensor.
+
+        All parameters live in one (R, P) tensor, each layer's weights then its biases, so that the
+        optimizer updates them in a handful of operations; gradients and Adam moments share this
+        layout, and this gives the per-layer views of any of them.
+        """
+        views = [self.layer_view(flat, i) for i in range(self.depth)]
+        return [weight for weight, _ in views], [bias for _, bias in views]
+
+    def layer_view(self, flat: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Weights (R, out, in) and biases (R, out) of linear layer `layer`, views into `flat` (R, P)."""
+        start = sum(n_in * n_out + n_out for n_in, n_out in zip(self.shape[:layer], self.shape[1 : layer + 1]))
+        n_in, n_out = self.shape[layer], self.shape[layer + 1]
+        middle = start + n_out * n_in
+        return flat[:, start:middle].view(-1, n_out, n_in), flat[:, middle : middle + n_out]
+
+    @property
+    def weights(self) -> list[torch.Tensor]:
+        """Each linear layer's weights, (R, out, in) views into `params`."""
+        return self.layer_views(self.params)[0]
+
+    @property
+    def biases(self) -> list[torch.Tensor]:
+        """Each linear layer's biases, (R, out) views into `params`."""
+        return self.layer_views(self.params)[1]
 
     @property
     def depth(self) -> int:

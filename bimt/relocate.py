@@ -15,11 +15,15 @@ always the literal search's (tests/reference.py holds that search as the oracle)
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 
 from bimt.cost import connection_cost, wire_factor
 from bimt.model import BioMLP
+from bimt.optim import AdamW
 
 
 def positions(model: BioMLP, layer: int) -> int:
@@ -27,16 +31,17 @@ def positions(model: BioMLP, layer: int) -> int:
     return model.n_input_positions if layer == 0 else model.shape[layer]
 
 
-def importance(model: BioMLP, layer: int) -> torch.Tensor:
+def importance(model: BioMLP, layer: int, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
     """Summed |weight| touching each position of neuron layer `layer`, shape (R, positions)."""
+    weights = model.weights if weights is None else weights
     score = 0
     if layer < model.depth:
-        outgoing = model.weights[layer].abs().sum(dim=1)
+        outgoing = weights[layer].abs().sum(dim=1)
         if layer == 0:
             outgoing = outgoing.reshape(model.replicas, model.in_fold, -1).sum(dim=1)
         score = score + outgoing
     if layer > 0:
-        score = score + model.weights[layer - 1].abs().sum(dim=2)
+        score = score + weights[layer - 1].abs().sum(dim=2)
     return score
 
 
@@ -70,92 +75,98 @@ def _rearranged(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Te
 
 def candidate_costs(model: BioMLP, layer: int, j: torch.Tensor) -> torch.Tensor:
     """Full connection cost (locality 1, biases in) after swapping j[r] with each k, shape (R, K)."""
+    weights, biases = model.layer_views(model.params.detach())
+    prices = [wire_factor(model, i, 1.0) for i in range(model.depth)]
+    terms = [_cost_term(model, *layer_parts) for layer_parts in zip(weights, biases, prices)]
+    return _candidate_costs(model, weights, biases, prices, terms, layer, j)
+
+
+def _cost_term(model: BioMLP, weight: torch.Tensor, bias: torch.Tensor, price: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's float32 weight and bias cost, (R, 1) each, summed as the literal search sums them."""
+    return (weight[:, None].abs() * price).sum(dim=(2, 3)), (bias[:, None].abs() * model.l0).sum(dim=2)
+
+
+def _candidate_costs(
+    model: BioMLP,
+    weights: list[torch.Tensor],
+    biases: list[torch.Tensor],
+    prices: list[torch.Tensor],
+    terms: list[tuple[torch.Tensor, torch.Tensor] | None],
+    layer: int,
+    j: torch.Tensor,
+) -> torch.Tensor:
+    """`candidate_costs` given the layer views, prices and each other layer's `_cost_term`.
+
+    Only the layers on either side of neuron layer `layer` change with the swap; the others' terms
+    are taken as they are. The terms are accumulated in the literal search's order: layer by layer,
+    weights before biases, in float32.
+    """
     index = swap_candidates(model, layer, j)
     cost = torch.zeros(model.replicas, 1, device=j.device)
-    for i, (weight, bias) in enumerate(zip(model.weights, model.biases)):
+    for i, (weight, bias, price) in enumerate(zip(weights, biases, prices)):
         if i == layer - 1:  # the layer's incoming weights: rows move, with their biases
-            weight, bias = _rearranged(weight, index, 1), _rearranged(bias, index, 1)
+            weight_term = (_rearranged(weight, index, 1).abs() * price).sum(dim=(2, 3))
+            bias_term = (_rearranged(bias, index, 1).abs() * model.l0).sum(dim=2)
         elif i == layer:  # its outgoing weights: columns move
-            weight, bias = _rearranged(weight, index, 2), bias[:, None]
+            weight_term = (_rearranged(weight, index, 2).abs() * price).sum(dim=(2, 3))
+            bias_term = (bias[:, None].abs() * model.l0).sum(dim=2)
         else:
-            weight, bias = weight[:, None], bias[:, None]
-        cost = cost + (weight.abs() * wire_factor(model, i, 1.0)).sum(dim=(2, 3))
-        cost = cost + (bias.abs() * model.l0).sum(dim=2)
+            weight_term, bias_term = terms[i]
+        cost = cost + weight_term
+        cost = cost + bias_term
     return cost
 
 
 @torch.no_grad()
 def apply_permutation(
-    model: BioMLP,
-    layer: int,
-    index: torch.Tensor,
-    optimizer: torch.optim.Optimizer | None = None,
+    model: BioMLP, layer: int, index: torch.Tensor | np.ndarray, moments: Sequence[torch.Tensor] = ()
 ) -> None:
     """Move neurons of `layer`: slot p of replica r receives the neuron at slot index[r, p].
 
-    Weights, biases and the input/output permutation move together, so the function is unchanged.
-    With an optimizer, its per-parameter state tensors (e.g. Adam moments) move with the weights.
+    Weights, biases and the input/output permutation move together, so the function is unchanged;
+    so do `moments`, flat tensors laid out like the parameters (Adam's moment estimates). The
+    model must be on the CPU: the rearrangement is done in numpy, on the tensors' own memory.
     """
-
-    def move(tensor: torch.Tensor, dim: int) -> None:
-        tensor.copy_(_rearranged(tensor, index[:, None], dim)[:, 0])
-
-    def move_parameter(parameter: torch.Tensor, dim: int) -> None:
-        move(parameter.data, dim)
-        if optimizer is not None:
-            for value in optimizer.state.get(parameter, {}).values():
-                if isinstance(value, torch.Tensor) and value.shape == parameter.shape:
-                    move(value, dim)
-
-    if layer > 0:
-        move_parameter(model.weights[layer - 1], 1)
-        move_parameter(model.biases[layer - 1], 1)
-    if layer < model.depth:
-        move_parameter(model.weights[layer], 2)
+    index = np.asarray(index)
+    for flat in [model.params.detach(), *moments]:
+        if layer > 0:
+            weight, bias = (t.numpy() for t in model.layer_view(flat, layer - 1))
+            weight[...] = np.take_along_axis(weight, index[:, :, None], axis=1)
+            bias[...] = np.take_along_axis(bias, index, axis=1)
+        if layer < model.depth:
+            weight = model.layer_view(flat, layer)[0].numpy()
+            weight[...] = np.take_along_axis(weight, index[:, None, :], axis=2)
     if layer == 0:
-        model.in_perm.copy_(torch.gather(model.in_perm, 1, index[:, : model.n_input_positions]))
+        in_perm = model.in_perm.numpy()
+        in_perm[...] = np.take_along_axis(in_perm, index[:, : model.n_input_positions], axis=1)
     if layer == model.depth:
-        model.out_perm.copy_(torch.gather(model.out_perm, 1, index))
+        out_perm = model.out_perm.numpy()
+        out_perm[...] = np.take_along_axis(out_perm, index, axis=1)
 
 
 TIE_MARGIN = 1e-5  # relative to the total cost; float32 rounding of the literal sums stays far below it
 
 
-def _cost_changes(
-    w_in: np.ndarray | None,
-    f_in: np.ndarray | None,
-    w_out: np.ndarray | None,
-    f_out: np.ndarray | None,
-    j: np.ndarray,
-    fold: int,
-) -> np.ndarray:
-    """Exact cost change of swapping position j[r] with every position k, shape (R, n), in float64.
+def placement_costs(model: BioMLP, weights: list[torch.Tensor], prices64: list[np.ndarray], layer: int) -> np.ndarray:
+    """M[r, a, b]: the price of the weights touching the neuron at position a, were it at position b.
 
-    Only the weights touching j and k change price: incoming row a moved to position b costs
-    sum_c |W[a, c]| * F[b, c]. Biases cost l0 * |b| wherever they are, so they never change.
-    `w_in` (R, n, c) and `w_out` (R, m, fold * n) hold |W|; `f_in`, `f_out` the prices per weight.
+    Shape (R, n, n), float64. Only a neuron's own weights change price when it moves (biases cost
+    l0 * |b| anywhere), so swapping positions j and k changes the cost by
+    M[j, k] + M[k, j] - M[j, j] - M[k, k], and afterwards M is M with rows j and k exchanged.
+    Incoming weights W (n, c) give |W| @ F^T; outgoing weights (m, fold * n) give |W|^T @ F, summed
+    over the input folds, which move together.
     """
-    replicas = np.arange(len(j))
-    delta = 0.0
-    if w_in is not None:
-        wj, fj = w_in[replicas, j], f_in[j]  # (R, c)
-        delta = delta + ((wj[:, None, :] - w_in) * (f_in[None] - fj[:, None, :])).sum(axis=2)
-    if w_out is not None:
-        r, m, columns = w_out.shape
-        wo, fo = w_out.reshape(r, m, fold, columns // fold), f_out.reshape(m, fold, columns // fold)
-        wj, fj = wo[replicas, :, :, j], np.moveaxis(fo[:, :, j], 2, 0)  # (R, m, fold)
-        delta = delta + ((wj[..., None] - wo) * (fo[None] - fj[..., None])).sum(axis=(1, 2))
-    return delta
-
-
-def _swap(array: np.ndarray, axis: int, j: np.ndarray, k: np.ndarray, n: int) -> None:
-    """Swap positions j[r] and k[r] (in every fold of size n) along `axis` of each replica's slice."""
-    replicas = np.arange(len(j))
-    for f in range(array.shape[axis] // n):
-        a, b = j + f * n, k + f * n
-        index_a = (replicas, *([slice(None)] * (axis - 1)), a)
-        index_b = (replicas, *([slice(None)] * (axis - 1)), b)
-        array[index_a], array[index_b] = array[index_b].copy(), array[index_a].copy()
+    placement = 0.0
+    if layer > 0:
+        w_in = weights[layer - 1].abs().double().cpu().numpy()
+        placement = placement + w_in @ prices64[layer - 1].T
+    if layer < model.depth:
+        w_out = weights[layer].abs().double().cpu().numpy()
+        replicas, m, columns = w_out.shape
+        fold = model.in_fold if layer == 0 else 1
+        n = columns // fold
+        placement = placement + np.swapaxes(w_out.reshape(replicas, m * fold, n), 1, 2) @ prices64[layer].reshape(m * fold, n)
+    return placement
 
 
 @torch.no_grad()
@@ -163,52 +174,72 @@ def relocate(
     model: BioMLP,
     top_k: int = 5,
     enabled: torch.Tensor | None = None,
-    optimizer: torch.optim.Optimizer | None = None,
+    optimizer: AdamW | None = None,
 ) -> None:
     """Relocate the top_k most connected neurons of every layer, in replicas where `enabled` (R,) is true.
 
-    Each candidate swap is scored by its exact cost change (`_cost_changes`, all candidates at once).
-    When the best two candidates of a replica are closer than float32 rounding of the literal search's
-    sums could separate, that choice is made by `candidate_costs`, which sums the costs exactly as
-    the literal search does; so the swaps are always the literal search's. Pass `optimizer` to permute
-    its moment estimates with the weights (the reference does not).
+    Each candidate swap is scored by its exact cost change, from `placement_costs`, all candidates
+    at once. When the best two candidates of a replica are closer than float32 rounding of the
+    literal search's sums could separate, that choice is made by `candidate_costs`, which sums the
+    costs exactly as the literal search does; so the swaps are always the literal search's. Pass
+    `optimizer` to permute its moment estimates with the weights (the reference does not).
+
+    The search runs on the CPU; a model elsewhere is relocated through a CPU copy.
     """
-    margin = (TIE_MARGIN * connection_cost(model).double()).cpu().numpy()
-    keep = None if enabled is None else ~enabled.cpu().numpy()
+    moments = optimizer.moments() if optimizer is not None else []
+    if model.params.device.type != "cpu":
+        host = copy.deepcopy(model).cpu()
+        host_moments = [moment.cpu() for moment in moments]
+        _relocate(host, top_k, None if enabled is None else enabled.cpu(), host_moments)
+        model.load_state_dict(host.state_dict())
+        for moment, host_moment in zip(moments, host_moments):
+            moment.copy_(host_moment)
+        return
+    _relocate(model, top_k, enabled, moments)
+
+
+def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: list[torch.Tensor]) -> None:
+    margin = (TIE_MARGIN * connection_cost(model).double()).numpy()
+    keep = None if enabled is None else ~enabled.numpy()
+    weights, biases = model.layer_views(model.params.detach())
+    prices = [wire_factor(model, i, 1.0) for i in range(model.depth)]
+    prices64 = [price.double().numpy() for price in prices]
+    replicas = np.arange(model.replicas)
+    terms = [None] * model.depth  # each layer's float32 cost, computed when a near-tie first needs it
     for layer in range(model.depth + 1):
-        n, fold = positions(model, layer), (model.in_fold if layer == 0 else 1)
-        top = torch.flip(torch.argsort(importance(model, layer), dim=1), [1])[:, :top_k].cpu().numpy()
-        w_in = f_in = w_out = f_out = None
-        if layer > 0:
-            w_in = model.weights[layer - 1].abs().double().cpu().numpy()
-            f_in = wire_factor(model, layer - 1, 1.0).double().cpu().numpy()
-        if layer < model.depth:
-            w_out = model.weights[layer].abs().double().cpu().numpy()
-            f_out = wire_factor(model, layer, 1.0).double().cpu().numpy()
+        n = positions(model, layer)
+        top = torch.flip(torch.argsort(importance(model, layer, weights), dim=1), [1])[:, :top_k].numpy()
+        placement = placement_costs(model, weights, prices64, layer)
         order = np.tile(np.arange(n), (model.replicas, 1))  # order[r, p]: the slot now at position p
         for j in top.T:
-            delta = _cost_changes(w_in, f_in, w_out, f_out, j, fold)
+            delta = (placement[replicas, j] + placement[replicas, :, j] - placement[replicas, j, j][:, None]
+                     - np.diagonal(placement, axis1=1, axis2=2))
             best = delta.argmin(axis=1)
             runner_up = np.partition(delta, 1, axis=1)[:, 1] if n > 1 else np.full(len(j), np.inf)
-            tied = runner_up - delta[np.arange(len(j)), best] <= margin
+            tied = runner_up - delta[replicas, best] <= margin
             if tied.any():
-                _move(model, layer, order, optimizer)
+                _move(model, layer, order, moments)
                 order = np.tile(np.arange(n), (model.replicas, 1))
-                exact = candidate_costs(model, layer, torch.as_tensor(j, device=model.in_perm.device))
-                best = np.where(tied, exact.argmin(dim=1).cpu().numpy(), best)
+                for i in set(range(model.depth)) - {layer - 1, layer}:
+                    terms[i] = terms[i] or _cost_term(model, weights[i], biases[i], prices[i])
+                exact = _candidate_costs(model, weights, biases, prices, terms, layer, torch.as_tensor(j))
+                best = np.where(tied, exact.argmin(dim=1).numpy(), best)
             if keep is not None:
                 best = np.where(keep, j, best)
-            _swap(order, 1, j, best, n)
-            if w_in is not None:
-                _swap(w_in, 1, j, best, n)
-            if w_out is not None:
-                _swap(w_out, 2, j, best, n)
-        _move(model, layer, order, optimizer)
+            _swap(order, j, best)
+            _swap(placement, j, best)
+        _move(model, layer, order, moments)
+        for moved in {layer - 1, layer} & set(range(model.depth)):
+            terms[moved] = None
 
 
-def _move(model: BioMLP, layer: int, order: np.ndarray, optimizer: torch.optim.Optimizer | None) -> None:
+def _swap(array: np.ndarray, j: np.ndarray, k: np.ndarray) -> None:
+    """Swap entries j[r] and k[r] (rows of a matrix) of each replica's slice array[r]."""
+    replicas = np.arange(len(j))
+    array[replicas, j], array[replicas, k] = array[replicas, k].copy(), array[replicas, j].copy()
+
+
+def _move(model: BioMLP, layer: int, order: np.ndarray, moments: list[torch.Tensor]) -> None:
     """Apply the layer's accumulated swaps (`order`) to the model's tensors in one step."""
-    n = order.shape[1]
     fold = model.in_fold if layer == 0 else 1
-    index = torch.as_tensor(np.concatenate([order + f * n for f in range(fold)], axis=1), device=model.in_perm.device)
-    apply_permutation(model, layer, index, optimizer)
+    apply_permutation(model, layer, np.concatenate([order + f * order.shape[1] for f in range(fold)], axis=1), moments)

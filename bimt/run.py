@@ -53,6 +53,7 @@ def build_settings(config: RunConfig) -> TrainSettings:
         log_every=config.log_every,
         snapshot_every=config.snapshot_every,
         checkpoint_every=config.checkpoint_interval,
+        engine=config.engine,
     )
 
 
@@ -127,7 +128,7 @@ def run(config: RunConfig, run_dir: Path) -> dict[str, Any]:
     Returns the metrics written to metrics.json; raises `Diverged` when the loss stops being finite.
     """
     torch.set_num_threads(config.threads)
-    device = resolve_device(config.device)
+    device = resolve_device(config.device, config.engine)
     task = resolve_task(config.task)
     seed = config.run_seed
     t = config.task

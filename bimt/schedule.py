@@ -32,3 +32,7 @@ class Schedule:
     def penalize_bias(self, step: int, steps: int) -> bool:
         """Whether biases are part of the connection cost at `step` of `steps`."""
         return step >= int(self.bias_from * steps)
+
+    def changes(self, steps: int) -> list[int]:
+        """The steps at which lambda or the bias penalty may change."""
+        return [int(self.boost_at * steps), int(self.decay_at * steps), int(self.bias_from * steps)]

@@ -46,7 +46,8 @@ def test_checkpoint_restores_the_final_network(run_dir):
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     assert checkpoint["step"] == STEPS
     assert checkpoint["config"]["task"]["name"] == "feature_sharing"
-    assert checkpoint["optimizer"]["state"], "optimizer moments are saved"
+    assert checkpoint["optimizer"]["step"] == STEPS
+    assert checkpoint["optimizer"]["exp_avg"].abs().sum() > 0, "optimizer moments are saved"
     model = BioMLP(checkpoint["shape"], seeds=[0])
     model.load_state_dict(checkpoint["model"])
     metrics = json.loads((run_dir / "metrics.json").read_text())

@@ -1,0 +1,109 @@
+"""The eager engine: one training step's forward and backward written out in torch.
+
+A BIMT network is so small that autograd's graph bookkeeping costs more than the arithmetic. This
+engine calls, in the same order, the kernels autograd would call for `mse + lambda * cost` (baddbmm,
+SiLU, the transposed bmm products, silu_backward, sign), keeps the activations itself and writes
+the gradients into preallocated `.grad` tensors; AdamW then steps as usual. The numbers are bit for
+bit those of autograd (the fidelity tests hold it to the literal algorithm).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from bimt.model import BioMLP
+from bimt.optim import AdamW
+from bimt.tasks import Dataset
+
+
+class EagerEngine:
+    """Forward, loss, gradients and update of every replica, on inputs kept in position order.
+
+    `prices` are the per-weight wire prices of each layer, shape (R, out, in). Call `relocated()`
+    after neurons move: the inputs are rearranged into position order once, not on every step.
+    """
+
+    def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW):
+        self.model, self.data, self.prices, self.optimizer = model, data, prices, optimizer
+        model.params.grad = torch.zeros_like(model.params)
+        self.flat, self.flat_grad = model.params.detach(), model.params.grad
+        self.weights, self.biases = model.layer_views(self.flat)
+        self.weight_grads, self.bias_grads = model.layer_views(self.flat_grad)
+        samples, outputs = data.train_y.shape[1:]
+        self.mean_scale = torch.ones((), device=data.train_y.device) / (samples * outputs)  # as autograd's mean
+        self.penalties: dict[bool, torch.Tensor] = {}
+        self.relocated()
+
+    def relocated(self) -> None:
+        """Re-read the permutations: inputs in position order, where each output feature is computed."""
+        model, data = self.model, self.data
+        self.train_x, self.test_x = model.to_positions(data.train_x), model.to_positions(data.test_x)
+        order = model.output_order()[:, None, :]
+        self.train_order = order.expand(-1, data.train_y.shape[1], -1)
+        self.test_order = order.expand(-1, data.test_y.shape[1], -1)
+        self.train_feature = model.out_perm[:, None, :].expand(-1, data.train_y.shape[1], -1)
+
+    def set_lambda(self, lam: torch.Tensor) -> None:
+        """Per-replica lambda (R,): the gradient of lam * cost is lam * price * sign(parameter).
+
+        Keeps lam * price for every parameter in the flat layout, once with the biases' price
+        (l0 each) for the steps where biases are in the cost, once with zeros there for the others.
+        """
+        self.penalties = {}
+        if bool((lam == 0).all()):
+            return
+        penalty = torch.zeros_like(self.model.params.detach())
+        weights, biases = self.model.layer_views(penalty)
+        for weight, price in zip(weights, self.prices):
+            weight.copy_(lam[:, None, None] * price)
+        self.penalties[False] = penalty.clone()
+        for bias in biases:
+            bias.copy_((lam[:, None] * self.model.l0).expand_as(bias))
+        self.penalties[True] = penalty
+
+    def run(self, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
+        """Up to `count` steps: the number done, and each step's train MSE, (steps, R). Fewer than
+        `count` done means the next step's loss (the last row) was not finite; that step is not applied."""
+        losses = []
+        for done in range(count):
+            losses.append(self.train_mse())
+            if not torch.isfinite(losses[-1]).all():
+                return done, torch.stack(losses)
+            self.update(penalize_bias)
+        return count, torch.stack(losses)
+
+    def train_mse(self) -> torch.Tensor:
+        """This step's forward pass on the training set, shape (R,); keeps what the backward needs."""
+        self.inputs, self.pre_activations = [], []
+        output = self._forward(self.train_x, self.train_order, keep=True)
+        self.error = output - self.data.train_y
+        return (self.error**2).mean(dim=(1, 2))
+
+    def test_mse(self) -> torch.Tensor:
+        return ((self._forward(self.test_x, self.test_order) - self.data.test_y) ** 2).mean(dim=(1, 2))
+
+    def _forward(self, x: torch.Tensor, order: torch.Tensor, keep: bool = False) -> torch.Tensor:
+        """Outputs in feature order of inputs in position order; with `keep`, layer inputs and
+        pre-activations are kept for the backward pass."""
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            if keep:
+                self.inputs.append(x)
+            x = torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
+            if i < self.model.depth - 1:
+                if keep:
+                    self.pre_activations.append(x)
+                x = F.silu(x)
+        return torch.gather(x, 2, order)
+
+    def update(self, penalize_bias: bool) -> None:
+        """Gradients of the last `train_mse` plus lambda * cost, then one optimizer step."""
+        grad = torch.gather(self.error * 2.0 * self.mean_scale, 2, self.train_feature)
+        for i in reversed(range(self.model.depth)):
+            self.weight_grads[i].copy_(torch.bmm(self.inputs[i].transpose(1, 2), grad).transpose(1, 2))
+            self.bias_grads[i].copy_(grad.sum(dim=1))
+            if i > 0:
+                grad = torch.ops.aten.silu_backward(torch.bmm(grad, self.weights[i]), self.pre_activations[i - 1])
+        if self.penalties:
+            self.flat_grad.addcmul_(self.penalties[penalize_bias], self.flat.sign())
+        self.optimizer.step()

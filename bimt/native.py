@@ -1,0 +1,223 @@
+"""The native engine: many training steps in one compiled loop (numba), with no per-step overhead.
+
+Python's and torch's per-operation overhead is most of an eager step on these tiny networks. Here a
+stretch of steps between two events (a log line, a relocation, a snapshot, a change of lambda)
+runs as one call into machine code compiled by numba: forward pass, loss, backward pass, the
+connection-cost gradient and AdamW, replica by replica. It is the eager engine's arithmetic in
+float32, but summed in another order (and vectorised), so its numbers agree with the notebook's to
+rounding, not bit for bit; on a given machine it is deterministic.
+
+Activations are kept feature-major, (width, samples), so that the loops over samples vectorise.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from bimt.model import BioMLP
+from bimt.optim import AdamW
+from bimt.tasks import Dataset
+
+try:
+    import numba
+except ImportError:  # numba is a dependency; this keeps `import bimt` working where it is broken
+    numba = None
+
+# Reassociation lets LLVM vectorise the sums; the IEEE handling of NaN and inf is kept, because the
+# loop must notice a diverging loss.
+FASTMATH = {"reassoc", "contract", "nsz"}
+
+
+def available() -> bool:
+    return numba is not None
+
+
+def _njit(function):
+    return numba.njit(cache=True, fastmath=FASTMATH, nogil=True)(function) if numba is not None else function
+
+
+@_njit
+def _forward(params, x, widths, offsets, acts, pres, sigmoids, r):
+    """Activations of replica r for inputs x (width0, n): acts[l] (width_l, n); returns the output layer."""
+    depth = len(widths) - 1
+    n = x.shape[1]
+    for i in range(widths[0]):
+        for s in range(n):
+            acts[r, 0, i, s] = x[i, s]
+    for layer in range(depth):
+        n_in, n_out = widths[layer], widths[layer + 1]
+        w0 = offsets[layer]
+        b0 = w0 + n_out * n_in
+        for o in range(n_out):
+            bias = params[r, b0 + o]
+            for s in range(n):
+                acts[r, layer + 1, o, s] = bias
+            for i in range(n_in):
+                w = params[r, w0 + o * n_in + i]
+                for s in range(n):
+                    acts[r, layer + 1, o, s] += w * acts[r, layer, i, s]
+            if layer < depth - 1:
+                for s in range(n):
+                    z = acts[r, layer + 1, o, s]
+                    sig = 1.0 / (1.0 + math.exp(-z))
+                    pres[r, layer, o, s] = z
+                    sigmoids[r, layer, o, s] = sig
+                    acts[r, layer + 1, o, s] = z * sig
+    return depth
+
+
+@_njit
+def _mse(acts, y, depth, r):
+    total = 0.0
+    n_out, n = y.shape[1], y.shape[2]
+    for o in range(n_out):
+        for s in range(n):
+            e = acts[r, depth, o, s] - y[r, o, s]
+            total += e * e
+    return total / (n_out * n)
+
+
+@_njit
+def _backward(params, grad, y, widths, offsets, acts, pres, sigmoids, g, g_next, r):
+    """Gradient of replica r's MSE into grad[r] (the flat layout of params)."""
+    depth = len(widths) - 1
+    n_out, n = y.shape[1], y.shape[2]
+    scale = np.float32(2.0 / (n_out * n))
+    for o in range(n_out):
+        for s in range(n):
+            g[o, s] = (acts[r, depth, o, s] - y[r, o, s]) * scale
+    for layer in range(depth - 1, -1, -1):
+        n_in, n_out = widths[layer], widths[layer + 1]
+        w0 = offsets[layer]
+        b0 = w0 + n_out * n_in
+        for o in range(n_out):
+            total = np.float32(0.0)
+            for s in range(n):
+                total += g[o, s]
+            grad[r, b0 + o] = total
+            for i in range(n_in):
+                total = np.float32(0.0)
+                for s in range(n):
+                    total += g[o, s] * acts[r, layer, i, s]
+                grad[r, w0 + o * n_in + i] = total
+        if layer > 0:
+            for i in range(n_in):
+                for s in range(n):
+                    g_next[i, s] = 0.0
+            for o in range(n_out):
+                for i in range(n_in):
+                    w = params[r, w0 + o * n_in + i]
+                    for s in range(n):
+                        g_next[i, s] += w * g[o, s]
+            for i in range(n_in):
+                for s in range(n):
+                    sig, z = sigmoids[r, layer - 1, i, s], pres[r, layer - 1, i, s]
+                    g[i, s] = g_next[i, s] * sig * (1.0 + z * (1.0 - sig))
+
+
+@_njit
+def _train_steps(params, grad, exp_avg, exp_avg_sq, penalty, x, y, widths, offsets, count, adam_step,
+                 lr, beta1, beta2, eps, weight_decay, losses):
+    """Run up to `count` steps; losses[t, r] gets step t's train MSE. Returns the steps completed:
+    fewer than `count` when a loss is not finite (that step is not applied)."""
+    replicas, size = params.shape
+    depth = len(widths) - 1
+    width = 0
+    for w in widths:
+        width = max(width, w)
+    n = x.shape[2]
+    acts = np.empty((replicas, depth + 1, width, n), dtype=np.float32)
+    pres = np.empty((replicas, max(depth - 1, 1), width, n), dtype=np.float32)
+    sigmoids = np.empty((replicas, max(depth - 1, 1), width, n), dtype=np.float32)
+    g = np.empty((width, n), dtype=np.float32)
+    g_next = np.empty((width, n), dtype=np.float32)
+    for t in range(count):
+        finite = True
+        for r in range(replicas):
+            _forward(params, x[r], widths, offsets, acts, pres, sigmoids, r)
+            loss = _mse(acts, y, depth, r)
+            losses[t, r] = loss
+            if not math.isfinite(loss):
+                finite = False
+        if not finite:
+            return t
+        step = adam_step + t + 1
+        step_size = np.float32(lr / (1.0 - beta1**step))
+        correction = np.float32(math.sqrt(1.0 - beta2**step))
+        decay = np.float32(1.0 - lr * weight_decay)
+        b1, b2 = np.float32(1.0 - beta1), np.float32(beta2)
+        one_minus_b2, e = np.float32(1.0 - beta2), np.float32(eps)
+        for r in range(replicas):
+            _backward(params, grad, y, widths, offsets, acts, pres, sigmoids, g, g_next, r)
+            for p in range(size):
+                value = params[r, p]
+                d = grad[r, p]
+                if value > 0:
+                    d += penalty[r, p]
+                elif value < 0:
+                    d -= penalty[r, p]
+                value *= decay
+                m = exp_avg[r, p] + b1 * (d - exp_avg[r, p])
+                v = exp_avg_sq[r, p] * b2 + one_minus_b2 * d * d
+                exp_avg[r, p] = m
+                exp_avg_sq[r, p] = v
+                params[r, p] = value - step_size * m / (math.sqrt(v) / correction + e)
+    return count
+
+
+class NativeEngine:
+    """The engine interface of `bimt.engine.EagerEngine`, running stretches of steps natively."""
+
+    def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW):
+        if numba is None:
+            raise RuntimeError("engine=native needs numba (pip install numba); use engine=eager")
+        if model.params.device.type != "cpu":
+            raise RuntimeError(f"engine=native runs on the CPU, not on {model.params.device}; use engine=eager")
+        self.model, self.data, self.prices, self.optimizer = model, data, prices, optimizer
+        self.params = model.params.detach().numpy()
+        self.grad = np.zeros_like(self.params)
+        self.widths = np.array(model.shape, dtype=np.int64)
+        sizes = [n_out * n_in + n_out for n_in, n_out in zip(model.shape[:-1], model.shape[1:])]
+        self.offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        self.penalties = {False: np.zeros_like(self.params), True: np.zeros_like(self.params)}
+        self.relocated()
+
+    def relocated(self) -> None:
+        """Inputs in position order and targets in output-position order, both feature-major."""
+        model, data = self.model, self.data
+        self.train_x = np.ascontiguousarray(model.to_positions(data.train_x).transpose(1, 2).numpy())
+        positions = model.out_perm[:, None, :].expand(-1, data.train_y.shape[1], -1)
+        self.train_y = np.ascontiguousarray(torch.gather(data.train_y, 2, positions).transpose(1, 2).numpy())
+        self.test_x = model.to_positions(data.test_x)
+        self.test_order = model.output_order()
+
+    def set_lambda(self, lam: torch.Tensor) -> None:
+        """lam * price for every parameter (biases: lam * l0, only once biases are in the cost)."""
+        penalty = torch.zeros_like(self.model.params.detach())
+        weights, biases = self.model.layer_views(penalty)
+        for weight, price in zip(weights, self.prices):
+            weight.copy_(lam[:, None, None] * price)
+        self.penalties[False] = penalty.numpy().copy()
+        for bias in biases:
+            bias.copy_((lam[:, None] * self.model.l0).expand_as(bias))
+        self.penalties[True] = penalty.numpy()
+
+    def run(self, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
+        """Up to `count` steps: the number done, and each step's train MSE, (steps, R). Fewer than
+        `count` done means the next step's loss (the last row) was not finite; that step is not applied."""
+        optimizer = self.optimizer
+        losses = np.empty((count, self.params.shape[0]), dtype=np.float32)
+        done = _train_steps(self.params, self.grad, optimizer.exp_avg.numpy(), optimizer.exp_avg_sq.numpy(),
+                            self.penalties[penalize_bias], self.train_x, self.train_y, self.widths, self.offsets,
+                            count, optimizer.steps, optimizer.lr, optimizer.betas[0], optimizer.betas[1],
+                            optimizer.eps, optimizer.weight_decay, losses)
+        optimizer.steps += done
+        return done, torch.from_numpy(losses[: done + (done < count)])
+
+    def test_mse(self) -> torch.Tensor:
+        with torch.no_grad():
+            output = self.model.forward_positions(self.test_x, self.test_order)
+        return ((output - self.data.test_y) ** 2).mean(dim=(1, 2))
