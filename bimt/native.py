@@ -35,11 +35,16 @@ def available() -> bool:
     return numba is not None
 
 
-def _njit(function):
-    return numba.njit(cache=True, fastmath=FASTMATH, nogil=True)(function) if numba is not None else function
+def jit(fastmath: set[str] | bool = False):
+    """numba's `njit` (cached on disk), or the plain Python function where numba is missing."""
+
+    def decorate(function):
+        return numba.njit(cache=True, fastmath=fastmath, nogil=True)(function) if numba is not None else function
+
+    return decorate
 
 
-@_njit
+@jit(FASTMATH)
 def _forward(params, x, widths, offsets, acts, pres, sigmoids, r):
     """Activations of replica r for inputs x (width0, n): acts[l] (width_l, n); returns the output layer."""
     depth = len(widths) - 1
@@ -69,7 +74,7 @@ def _forward(params, x, widths, offsets, acts, pres, sigmoids, r):
     return depth
 
 
-@_njit
+@jit(FASTMATH)
 def _mse(acts, y, depth, r):
     total = 0.0
     n_out, n = y.shape[1], y.shape[2]
@@ -80,7 +85,7 @@ def _mse(acts, y, depth, r):
     return total / (n_out * n)
 
 
-@_njit
+@jit(FASTMATH)
 def _backward(params, grad, y, widths, offsets, acts, pres, sigmoids, g, g_next, r):
     """Gradient of replica r's MSE into grad[r] (the flat layout of params)."""
     depth = len(widths) - 1
@@ -118,7 +123,7 @@ def _backward(params, grad, y, widths, offsets, acts, pres, sigmoids, g, g_next,
                     g[i, s] = g_next[i, s] * sig * (1.0 + z * (1.0 - sig))
 
 
-@_njit
+@jit(FASTMATH)
 def _train_steps(params, grad, exp_avg, exp_avg_sq, penalty, x, y, widths, offsets, count, adam_step,
                  lr, beta1, beta2, eps, weight_decay, losses):
     """Run up to `count` steps; losses[t, r] gets step t's train MSE. Returns the steps completed:

@@ -21,6 +21,8 @@ from matplotlib.figure import Figure
 from bimt.model import BioMLP, neuron_coordinates
 
 LAYER_GAP = 0.1  # vertical distance between neuron layers in the drawing
+INVISIBLE_WIDTH = 0.01  # points: thinner wires cover under 1% of a pixel, and are not drawn at all
+BLUE, RED = np.array([0.0, 0.0, 1.0, 1.0]), np.array([1.0, 0.0, 0.0, 1.0])  # positive, negative weights
 
 
 def _neuron_positions(model: BioMLP, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -34,6 +36,71 @@ def _neuron_positions(model: BioMLP, layer: int) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
+class NetworkPicture:
+    """A drawing of one model's network that is built once and then redrawn in place.
+
+    Neurons, wires and label positions never move on the page; only wire widths and colours and
+    the labels' texts change. Keeping the artists (and the canvas, whose renderer caches the
+    labels' mathtext layout) makes a training snapshot several times cheaper than a new figure.
+    """
+
+    def __init__(
+        self,
+        model: BioMLP,
+        input_labels: Sequence[str] | None = None,
+        output_labels: Sequence[str] | None = None,
+        title: str | None = None,
+        ax: Axes | None = None,
+    ) -> None:
+        if ax is None:
+            ax = Figure(figsize=(3.5, 3.5), dpi=100).subplots()
+            ax.figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)  # tight_layout costs 20 ms
+            FigureCanvasAgg(ax.figure)
+        self.figure = ax.figure
+        self.input_labels = input_labels or [f"$x_{{{i + 1}}}$" for i in range(model.n_input_positions)]
+        self.output_labels = output_labels or [f"$y_{{{i + 1}}}$" for i in range(model.shape[-1])]
+        size = 1 / (2 * max(model.shape))
+        centres = np.concatenate([np.stack(_neuron_positions(model, layer), axis=1) for layer in range(model.depth + 1)])
+        ax.add_collection(EllipseCollection(size, size / 10 * (model.depth + 0.4), 0, units="xy", offsets=centres,
+                                            offset_transform=ax.transData, facecolors="black"))
+        self.wires = []
+        for layer in range(model.depth):
+            x_in, y_in = _neuron_positions(model, layer)
+            x_out, y_out = _neuron_positions(model, layer + 1)
+            rows, cols = np.indices((model.shape[layer + 1], model.shape[layer]))
+            segments = np.stack(
+                [np.stack([x_out[rows], y_out[rows]], -1), np.stack([x_in[cols], y_in[cols]], -1)], axis=2
+            ).reshape(-1, 2, 2)
+            self.wires.append(ax.add_collection(LineCollection(segments)))
+        x_in, _ = _neuron_positions(model, 0)
+        self.input_texts = [ax.text(x, -0.045, "", ha="center", va="top", fontsize=8)
+                            for x in x_in[: model.n_input_positions]]
+        x_out, _ = _neuron_positions(model, model.depth)
+        top = LAYER_GAP * model.depth + 0.02
+        self.output_texts = [ax.text(x, top, "", ha="center", va="bottom", fontsize=8) for x in x_out]
+        ax.set_xlim(-0.02, 1.02)
+        ax.set_ylim(-0.06, LAYER_GAP * model.depth + 0.06)
+        ax.axis("off")
+        if title:
+            ax.set_title(title, fontsize=9)
+
+    def update(self, model: BioMLP, replica: int = 0) -> Figure:
+        """Show replica `replica` of the model as it is now: line width proportional to |w| (per layer),
+        blue positive, red negative; each input/output label at the position its feature occupies."""
+        weights, _ = model.layer_views(model.params.detach()[replica : replica + 1].cpu())
+        for layer, (weight, wires) in enumerate(zip(weights, self.wires)):
+            w = weight.numpy().ravel()
+            w = w / max(np.abs(w).max(), 1e-12)
+            widths = np.abs(w) * (1.0 if layer == 0 else 0.5)
+            wires.set_linewidths(np.where(widths >= INVISIBLE_WIDTH, widths, 0.0))  # Agg skips width 0
+            wires.set_colors(np.where(w[:, None] > 0, BLUE, RED))
+        for text, feature in zip(self.input_texts, model.in_perm[replica].tolist()):
+            text.set_text(self.input_labels[feature])
+        for text, feature in zip(self.output_texts, model.out_perm[replica].tolist()):
+            text.set_text(self.output_labels[feature])
+        return self.figure
+
+
 def draw_network(
     model: BioMLP,
     replica: int = 0,
@@ -44,47 +111,7 @@ def draw_network(
 ) -> Figure:
     """Draw replica `replica` of the model (on `ax`, or on a figure of its own); labels are indexed
     by input / output feature."""
-    if ax is None:
-        ax = Figure(figsize=(3.5, 3.5), dpi=100).subplots()
-        ax.figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)  # tight_layout costs 20 ms
-    size = 1 / (2 * max(model.shape))
-    centres = np.concatenate([np.stack(_neuron_positions(model, layer), axis=1) for layer in range(model.depth + 1)])
-    ax.add_collection(EllipseCollection(size, size / 10 * (model.depth + 0.4), 0, units="xy", offsets=centres,
-                                        offset_transform=ax.transData, facecolors="black"))
-    for layer, weight in enumerate(model.weights):
-        w = weight[replica].detach().cpu().numpy()
-        w = w / max(np.abs(w).max(), 1e-12)
-        x_in, y_in = _neuron_positions(model, layer)
-        x_out, y_out = _neuron_positions(model, layer + 1)
-        rows, cols = np.indices(w.shape)
-        segments = np.stack(
-            [np.stack([x_out[rows], y_out[rows]], -1), np.stack([x_in[cols], y_in[cols]], -1)], axis=2
-        ).reshape(-1, 2, 2)
-        widths = np.abs(w).ravel() * (1.0 if layer == 0 else 0.5)
-        colors = np.where(w.ravel() > 0, "blue", "red")
-        ax.add_collection(LineCollection(segments, linewidths=widths, colors=colors))
-    _label_ends(ax, model, replica, input_labels, output_labels)
-    ax.set_xlim(-0.02, 1.02)
-    ax.set_ylim(-0.06, LAYER_GAP * model.depth + 0.06)
-    ax.axis("off")
-    if title:
-        ax.set_title(title, fontsize=9)
-    return ax.figure
-
-
-def _label_ends(ax, model: BioMLP, replica: int, input_labels, output_labels) -> None:
-    """Write each input/output feature's label at the position it currently occupies."""
-    in_perm = model.in_perm[replica].tolist()
-    out_perm = model.out_perm[replica].tolist()
-    input_labels = input_labels or [f"$x_{{{i + 1}}}$" for i in range(model.n_input_positions)]
-    output_labels = output_labels or [f"$y_{{{i + 1}}}$" for i in range(model.shape[-1])]
-    x_in, _ = _neuron_positions(model, 0)
-    for position, feature in enumerate(in_perm):
-        ax.text(x_in[position], -0.045, input_labels[feature], ha="center", va="top", fontsize=8)
-    x_out, _ = _neuron_positions(model, model.depth)
-    top = LAYER_GAP * model.depth + 0.02
-    for position, feature in enumerate(out_perm):
-        ax.text(x_out[position], top, output_labels[feature], ha="center", va="bottom", fontsize=8)
+    return NetworkPicture(model, input_labels, output_labels, title, ax).update(model, replica)
 
 
 def draw_predictions(true: torch.Tensor, predicted: torch.Tensor, title: str) -> Figure:
@@ -109,6 +136,6 @@ def draw_predictions(true: torch.Tensor, predicted: torch.Tensor, title: str) ->
 
 def figure_to_array(fig: Figure) -> np.ndarray:
     """Render a figure to an (H, W, 3) uint8 RGB array."""
-    canvas = FigureCanvasAgg(fig)
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()

@@ -21,8 +21,9 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bimt.cost import connection_cost, wire_factor
+from bimt.cost import priced_cost, wire_factor
 from bimt.model import BioMLP
+from bimt.native import jit
 from bimt.optim import AdamW
 
 
@@ -199,44 +200,73 @@ def relocate(
 
 
 def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: list[torch.Tensor]) -> None:
-    margin = (TIE_MARGIN * connection_cost(model).double()).numpy()
-    keep = None if enabled is None else ~enabled.numpy()
+    keep = np.zeros(model.replicas, dtype=np.bool_) if enabled is None else ~enabled.numpy()
     weights, biases = model.layer_views(model.params.detach())
     prices = [wire_factor(model, i, 1.0) for i in range(model.depth)]
+    margin = (TIE_MARGIN * priced_cost(model, prices, penalize_bias=True).double()).numpy()
     prices64 = [price.double().numpy() for price in prices]
-    replicas = np.arange(model.replicas)
     terms = [None] * model.depth  # each layer's float32 cost, computed when a near-tie first needs it
     for layer in range(model.depth + 1):
         n = positions(model, layer)
-        top = torch.flip(torch.argsort(importance(model, layer, weights), dim=1), [1])[:, :top_k].numpy()
+        top = torch.flip(torch.argsort(importance(model, layer, weights), dim=1), [1])[:, :top_k].contiguous().numpy()
         placement = placement_costs(model, weights, prices64, layer)
         order = np.tile(np.arange(n), (model.replicas, 1))  # order[r, p]: the slot now at position p
-        for j in top.T:
-            delta = (placement[replicas, j] + placement[replicas, :, j] - placement[replicas, j, j][:, None]
-                     - np.diagonal(placement, axis1=1, axis2=2))
-            best = delta.argmin(axis=1)
-            runner_up = np.partition(delta, 1, axis=1)[:, 1] if n > 1 else np.full(len(j), np.inf)
-            tied = runner_up - delta[replicas, best] <= margin
-            if tied.any():
-                _move(model, layer, order, moments)
-                order = np.tile(np.arange(n), (model.replicas, 1))
-                for i in set(range(model.depth)) - {layer - 1, layer}:
-                    terms[i] = terms[i] or _cost_term(model, weights[i], biases[i], prices[i])
-                exact = _candidate_costs(model, weights, biases, prices, terms, layer, torch.as_tensor(j))
-                best = np.where(tied, exact.argmin(dim=1).numpy(), best)
-            if keep is not None:
-                best = np.where(keep, j, best)
-            _swap(order, j, best)
-            _swap(placement, j, best)
+        best, tied = np.empty(model.replicas, dtype=np.int64), np.empty(model.replicas, dtype=np.bool_)
+        t = _greedy_swaps(placement, order, top, margin, keep, 0, best, tied)
+        while t < top.shape[1]:  # column t has a near-tie: settle it with the literal sums, then go on
+            _move(model, layer, order, moments)
+            order[:] = np.arange(n)
+            for i in set(range(model.depth)) - {layer - 1, layer}:
+                terms[i] = terms[i] or _cost_term(model, weights[i], biases[i], prices[i])
+            exact = _candidate_costs(model, weights, biases, prices, terms, layer, torch.as_tensor(top[:, t]))
+            best = np.where(tied, exact.argmin(dim=1).numpy(), best)
+            _apply_swaps(placement, order, top[:, t], best, keep)
+            t = _greedy_swaps(placement, order, top, margin, keep, t + 1, best, tied)
         _move(model, layer, order, moments)
         for moved in {layer - 1, layer} & set(range(model.depth)):
             terms[moved] = None
 
 
-def _swap(array: np.ndarray, j: np.ndarray, k: np.ndarray) -> None:
-    """Swap entries j[r] and k[r] (rows of a matrix) of each replica's slice array[r]."""
-    replicas = np.arange(len(j))
-    array[replicas, j], array[replicas, k] = array[replicas, k].copy(), array[replicas, j].copy()
+@jit()
+def _greedy_swaps(placement, order, top, margin, keep, start, best, tied):
+    """Make the swaps of columns start, start + 1, ... of `top` (R, K) in turn, in `placement` and `order`.
+
+    For column t, replica r swaps position top[r, t] with the position whose swap lowers the cost
+    most (the first one on exact ties, as argmin), unless keep[r]. Stops before applying a column in
+    which some replica's best two candidates are within margin[r]: returns that t, with best[r] and
+    tied[r] filled in; returns K when all columns are done.
+    """
+    replicas, n = order.shape
+    for t in range(start, top.shape[1]):
+        any_tied = False
+        for r in range(replicas):
+            j = top[r, t]
+            first, second, choice = np.inf, np.inf, -1
+            for k in range(n):
+                delta = placement[r, j, k] + placement[r, k, j] - placement[r, j, j] - placement[r, k, k]
+                if delta < first:
+                    first, second, choice = delta, first, k
+                elif delta < second:
+                    second = delta
+            best[r] = choice
+            tied[r] = second - first <= margin[r]
+            any_tied = any_tied or tied[r]
+        if any_tied:
+            return t
+        _apply_swaps(placement, order, top[:, t], best, keep)
+    return top.shape[1]
+
+
+@jit()
+def _apply_swaps(placement, order, j, k, keep):
+    """Swap positions j[r] and k[r] of each replica r (not kept): rows of placement[r], entries of order[r]."""
+    for r in range(order.shape[0]):
+        if keep[r] or j[r] == k[r]:
+            continue
+        a, b = j[r], k[r]
+        for column in range(placement.shape[2]):
+            placement[r, a, column], placement[r, b, column] = placement[r, b, column], placement[r, a, column]
+        order[r, a], order[r, b] = order[r, b], order[r, a]
 
 
 def _move(model: BioMLP, layer: int, order: np.ndarray, moments: list[torch.Tensor]) -> None:

@@ -4,13 +4,15 @@
 For each task at train_type 5 it times, in this one process:
   literal  the oracle of tests/reference.py: nn.Linear layers, the permutation gather on every step,
            the test loss on every step, swap-recompute-unswap relocation (the notebook's algorithm);
-  eager    the project's trainer (the engine `python train.py` uses).
-It prints ms/step of a full run (training and relocation, logging at the default interval), ms per
-relocation call (median over repeats, on the same trained state for both), and the speedups, then the
-time of one network snapshot (drawing, PNG encoding, TensorBoard write) and the peak memory of a
-single `train.py` run. `--json PATH` also writes the figures as JSON.
+  eager    the project's trainer with `engine=eager` (torch; bit for bit the literal numbers);
+  native   the same with `engine=native` (numba; the default of `python train.py`).
+It prints ms/step of a full run (training and relocation, logging at the default interval; median of
+--run-repeats runs, after one warm-up run that compiles the native code), ms per relocation call
+(median over --repeats, on the same trained state for both), and the speedups, then the time of one
+network snapshot (drawing, PNG encoding, TensorBoard write) and the peak memory of a single
+`train.py` run. `--json PATH` also writes the figures as JSON.
 
-    python scripts/bench.py --steps 2000 --repeats 20 --threads 1
+    python scripts/bench.py --steps 2000 --repeats 20 --run-repeats 3 --threads 1
 """
 
 from __future__ import annotations
@@ -49,50 +51,63 @@ def median_ms(function, repeats: int) -> float:
     return 1000 * statistics.median(times)
 
 
-def bench_task(name: str, steps: int, repeats: int) -> dict[str, float]:
+ENGINES = ("eager", "native")
+
+
+def bench_task(name: str, steps: int, repeats: int, run_repeats: int) -> dict[str, float]:
     seed, hidden, boost, decay = PAPER[name]
     task = TASKS[name]
     shape = [task.inputs, *hidden, task.outputs]
     data = make_dataset(task, seed)
+    stacked = stack_datasets([data], torch.device("cpu"))
     schedule = Schedule(boost=boost, decay=decay)
+    results = {}
 
-    start = time.perf_counter()
-    literal_train(literal_model(shape, seed), data, 5, steps, log_every=200, boost=boost, decay=decay)
-    literal_step = 1000 * (time.perf_counter() - start) / steps
+    def literal_run():
+        literal_train(literal_model(shape, seed), data, 5, steps, log_every=200, boost=boost, decay=decay)
+
+    results["literal_ms_per_step"] = median_ms(literal_run, run_repeats) / steps
+    for engine in ENGINES:
+        def project_run(engine=engine):
+            train(BioMLP(shape, [seed]), stacked, FULL_BIMT, schedule,
+                  TrainSettings(steps, progress=False, engine=engine), NullLogger())
+
+        project_run()  # warm-up: numba compiles (or loads its cache) on the first call
+        results[f"{engine}_ms_per_step"] = median_ms(project_run, run_repeats) / steps
+        results[f"{engine}_step_speedup"] = results["literal_ms_per_step"] / results[f"{engine}_ms_per_step"]
 
     model = BioMLP(shape, [seed])
-    start = time.perf_counter()
-    train(model, stack_datasets([data], torch.device("cpu")), FULL_BIMT, schedule,
-          TrainSettings(steps, progress=False), NullLogger())
-    eager_step = 1000 * (time.perf_counter() - start) / steps
-
-    trained = model.state_dict()  # the same trained state for both relocations, restored each time
+    train(model, stacked, FULL_BIMT, schedule, TrainSettings(steps, progress=False), NullLogger())
+    trained = {key: value.clone() for key, value in model.state_dict().items()}  # restored before each call
 
     def relocate_project():
         model.load_state_dict(trained)
         relocate(model)
 
     reload_ms = median_ms(lambda: model.load_state_dict(trained), repeats)
-    literal_relocate = median_ms(lambda: literal_copy(model).relocate(), max(3, repeats // 5))
+    literal_relocate = median_ms(lambda: literal_copy(model).relocate(), max(5, repeats // 2))
     literal_copy_ms = median_ms(lambda: literal_copy(model), repeats)
-    eager_relocate = median_ms(relocate_project, repeats) - reload_ms
-    return {
-        "literal_ms_per_step": literal_step,
-        "eager_ms_per_step": eager_step,
-        "step_speedup": literal_step / eager_step,
-        "literal_ms_per_relocation": literal_relocate - literal_copy_ms,
-        "eager_ms_per_relocation": eager_relocate,
-        "relocation_speedup": (literal_relocate - literal_copy_ms) / eager_relocate,
-    }
+    results["literal_ms_per_relocation"] = literal_relocate - literal_copy_ms
+    results["ms_per_relocation"] = median_ms(relocate_project, repeats) - reload_ms
+    results["relocation_speedup"] = results["literal_ms_per_relocation"] / results["ms_per_relocation"]
+    return results
 
 
 def bench_snapshot(repeats: int) -> float:
+    """One training snapshot of an untrained network (all wires drawn: the slowest case), until its
+    event is written to disk."""
     task = TASKS["independence"]
     model = BioMLP([4, 20, 20, 2], [0])
     with tempfile.TemporaryDirectory() as folder:
         logger = RunLogger([Path(folder)], task, {"log_every": 200})
         step = iter(range(10**6))
-        ms = median_ms(lambda: logger.snapshot(next(step), model), repeats)
+
+        def snapshot():
+            logger.snapshot(next(step), model)
+            logger.writers[0].flush()
+
+        snapshot()  # the first one builds the drawing
+        ms = median_ms(snapshot, repeats)
         logger.close()
     return ms
 
@@ -108,20 +123,24 @@ def peak_rss_mb(steps: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=2000, help="training steps per timed run")
-    parser.add_argument("--repeats", type=int, default=20, help="repeats for the median timings")
+    parser.add_argument("--repeats", type=int, default=20, help="repeats for the median relocation and snapshot timings")
+    parser.add_argument("--run-repeats", type=int, default=3, help="repeats for the median full-run timings")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     results = {"threads": args.threads, "steps": args.steps, "tasks": {}}
-    print(f"{'task':18} {'literal ms/step':>15} {'eager ms/step':>13} {'speedup':>8} "
-          f"{'literal ms/reloc':>16} {'eager ms/reloc':>14} {'speedup':>8}")
+    print(f"ms per step of a full train_type-5 run ({args.steps} steps: training, relocation, logging), "
+          f"and ms per relocation call; speedups against the literal algorithm")
+    print(f"{'task':18} {'literal':>8} {'eager':>7} {'speedup':>8} {'native':>7} {'speedup':>8} "
+          f"{'reloc literal':>14} {'reloc':>6} {'speedup':>8}")
     for name in PAPER:
-        r = bench_task(name, args.steps, args.repeats)
+        r = bench_task(name, args.steps, args.repeats, args.run_repeats)
         results["tasks"][name] = r
-        print(f"{name:18} {r['literal_ms_per_step']:15.3f} {r['eager_ms_per_step']:13.3f} {r['step_speedup']:7.1f}x "
-              f"{r['literal_ms_per_relocation']:16.2f} {r['eager_ms_per_relocation']:14.2f} {r['relocation_speedup']:7.1f}x")
+        print(f"{name:18} {r['literal_ms_per_step']:8.3f} {r['eager_ms_per_step']:7.3f} {r['eager_step_speedup']:7.1f}x "
+              f"{r['native_ms_per_step']:7.3f} {r['native_step_speedup']:7.1f}x "
+              f"{r['literal_ms_per_relocation']:14.2f} {r['ms_per_relocation']:6.2f} {r['relocation_speedup']:7.1f}x")
     results["snapshot_ms"] = bench_snapshot(args.repeats)
     results["peak_rss_mb"] = peak_rss_mb(args.steps)
     print(f"network snapshot (draw + PNG + TensorBoard): {results['snapshot_ms']:.1f} ms")

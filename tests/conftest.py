@@ -1,4 +1,5 @@
-"""Shared helpers: run `train.py` as a user would, and read TensorBoard event files back."""
+"""Shared helpers: run `train.py` as a user would, read TensorBoard event files back, record what
+the trainer logs, and the switches of a train type."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from bimt.trainer import ReplicaSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -42,3 +45,27 @@ def scalars(run_dir: Path) -> dict[str, dict[int, float]]:
 def _one_thread():
     """Tests compute in one thread, as runs do by default, so numbers are the runs' numbers."""
     torch.set_num_threads(1)
+
+
+class ReplicaRecorder:
+    """Keeps every logged value, per step and tag, as a list over replicas."""
+
+    def __init__(self):
+        self.rows = {}
+
+    def scalars(self, step, values):
+        self.rows[step] = {tag: value.tolist() for tag, value in values.items()}
+
+    def snapshot(self, step, model):
+        pass
+
+    def checkpoint(self, steps_done, model, optimizer):
+        pass
+
+
+def switches(train_type: int) -> ReplicaSettings:
+    return ReplicaSettings(
+        l1=torch.tensor([train_type > 1]),
+        locality=torch.tensor([1.0 if train_type in (3, 5) else 0.0]),
+        swap=torch.tensor([train_type >= 4]),
+    )

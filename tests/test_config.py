@@ -69,6 +69,7 @@ BAD_INPUTS = [
     pytest.param("device=cuda", "device=cuda", marks=pytest.mark.skipif(
         torch.cuda.is_available(), reason="this machine has a GPU, so device=cuda is valid here")),
     ("device=tpu", "device='tpu'"),
+    ("engine=turbo", "engine='turbo'"),
     ("optim.lr=0", "optim.lr=0.0"),
     ("optim.lr=-0.1", "optim.lr=-0.1"),
     ("hydra.run.dir=/proc/no/such/dir", "/proc/no/such/dir"),

@@ -22,34 +22,10 @@ from bimt.schedule import Schedule
 from bimt.tasks import TASKS, make_dataset
 from bimt.trainer import ReplicaSettings, TrainSettings, train
 
-from conftest import DATA, scalars, train_cli
+from conftest import DATA, ReplicaRecorder, scalars, switches, train_cli
 from reference import PAPER, literal_model, literal_train
 
 GOLDEN_TAGS = {"train": "loss/train", "test": "loss/test", "reg": "cost/connection"}
-
-
-class ReplicaRecorder:
-    """Keeps every logged value, per step and tag, as a list over replicas."""
-
-    def __init__(self):
-        self.rows = {}
-
-    def scalars(self, step, values):
-        self.rows[step] = {tag: value.tolist() for tag, value in values.items()}
-
-    def snapshot(self, step, model):
-        pass
-
-    def checkpoint(self, steps_done, model, optimizer):
-        pass
-
-
-def switches(train_type: int) -> ReplicaSettings:
-    return ReplicaSettings(
-        l1=torch.tensor([train_type > 1]),
-        locality=torch.tensor([1.0 if train_type in (3, 5) else 0.0]),
-        swap=torch.tensor([train_type >= 4]),
-    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,79 @@
+"""The native engine computes what the eager engine (bit for bit the literal algorithm) computes.
+
+Its sums run in another order, so values agree to float32 rounding, amplified after the lambda
+boost as for the golden files (see test_fidelity); the swaps must be the same.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bimt.model import BioMLP
+from bimt.run import stack_datasets
+from bimt.schedule import Schedule
+from bimt.tasks import TASKS, make_dataset
+from bimt.trainer import ReplicaSettings, TrainSettings, train
+
+from conftest import ReplicaRecorder, switches
+from reference import PAPER
+
+STEPS = 600  # lambda boost at 150, biases and decay at 450, relocations after 199, 399 and 599
+
+
+def run(task_name, seeds, train_types, engine, steps=STEPS, **settings):
+    _, hidden, boost, decay = PAPER[task_name]
+    task = TASKS[task_name]
+    model = BioMLP([task.inputs, *hidden, task.outputs], seeds)
+    data = stack_datasets([make_dataset(task, seed) for seed in seeds], torch.device("cpu"))
+    replicas = ReplicaSettings(*(torch.cat(parts) for parts in zip(*(
+        (s.l1, s.locality, s.swap) for s in map(switches, train_types)))))
+    recorder = ReplicaRecorder()
+    result = train(model, data, replicas, Schedule(boost=boost, decay=decay),
+                   TrainSettings(steps, log_every=10, progress=False, engine=engine, **settings), recorder)
+    return model, recorder.rows, result
+
+
+@pytest.mark.parametrize(
+    "task_name,train_type",
+    [("independence", t) for t in range(1, 6)] + [("feature_sharing", 5), ("compositionality", 5)],
+)
+def test_native_engine_matches_the_eager_engine(task_name, train_type):
+    seed = PAPER[task_name][0]
+    eager_model, eager, _ = run(task_name, [seed], [train_type], "eager")
+    native_model, native, result = run(task_name, [seed], [train_type], "native")
+    assert result.status == "completed" and sorted(native) == sorted(eager)
+    for step, row in eager.items():
+        tolerance = 1e-4 if step < STEPS // 4 else 1e-2
+        for tag, values in row.items():
+            assert native[step][tag][0] == pytest.approx(values[0], rel=tolerance, abs=1e-9), (step, tag)
+    assert torch.equal(native_model.in_perm, eager_model.in_perm)
+    assert torch.equal(native_model.out_perm, eager_model.out_perm)
+    torch.testing.assert_close(native_model.params, eager_model.params, rtol=0, atol=1e-2)
+
+
+def test_native_replicas_in_a_batch_equal_their_single_runs_bit_for_bit():
+    plan = [(0, 5), (1, 2), (2, 4), (0, 1)]  # (seed, train_type)
+    batched_model, batched, _ = run("independence", [s for s, _ in plan], [t for _, t in plan], "native")
+    for r, (seed, train_type) in enumerate(plan):
+        single_model, single, _ = run("independence", [seed], [train_type], "native")
+        assert {step: {tag: v[r] for tag, v in row.items()} for step, row in batched.items()} == \
+               {step: {tag: v[0] for tag, v in row.items()} for step, row in single.items()}
+        assert torch.equal(batched_model.params[r], single_model.params[0])
+        assert torch.equal(batched_model.in_perm[r], single_model.in_perm[0])
+
+
+@pytest.mark.parametrize("engine", ["eager", "native"])
+def test_a_diverging_run_stops_at_the_first_non_finite_loss(engine):
+    model, rows, result = run("independence", [0], [1], engine, steps=400, lr=1e30)
+    assert result.status == "diverged" and 0 < result.steps_done < 400
+    logged = [step for step in rows if step < result.steps_done]
+    assert all(torch.isfinite(torch.tensor(rows[step]["loss/train"])).all() for step in logged)
+
+
+@pytest.mark.parametrize("engine", ["eager", "native"])
+def test_training_twice_gives_the_same_numbers(engine):
+    first_model, first, _ = run("feature_sharing", [4], [5], engine, steps=300)
+    second_model, second, _ = run("feature_sharing", [4], [5], engine, steps=300)
+    assert first == second
+    assert torch.equal(first_model.params, second_model.params)
