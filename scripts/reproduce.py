@@ -5,7 +5,8 @@ Runs `python train.py -m task=independence,feature_sharing,compositionality` (tr
 seeds and schedule) into one sweep directory, then prints each task's final test MSE beside the
 reference notebook's figure for it and the paper's, and writes them to DIR/reproduce.json.
 
-    python scripts/reproduce.py                     # the full 20000 steps, about 2-3 minutes
+    python scripts/reproduce.py                     # the full 20000 steps, about half a minute
+    python scripts/reproduce.py --engine eager      # torch ops: the notebook's numbers to the last bit
     python scripts/reproduce.py --steps 2000 --out outputs/reproduce_short
 """
 
@@ -28,10 +29,11 @@ REFERENCE = {"independence": (7.36e-3, 7.4e-3), "feature_sharing": (8.56e-5, 8.5
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=20000)
+    parser.add_argument("--engine", choices=["native", "eager"], default="native", help="the training engine")
     parser.add_argument("--out", type=Path, default=REPO / "outputs" / f"reproduce_{time.strftime('%Y-%m-%d_%H-%M-%S')}")
     args = parser.parse_args()
     command = [sys.executable, str(REPO / "train.py"), "-m", f"task={','.join(REFERENCE)}",
-               f"steps={args.steps}", f"hydra.sweep.dir={args.out}"]
+               f"steps={args.steps}", f"engine={args.engine}", f"hydra.sweep.dir={args.out}"]
     if subprocess.run(command, cwd=REPO).returncode != 0:
         print("error: a training run failed; see its output above", file=sys.stderr)
         return 1
