@@ -37,11 +37,11 @@ class RunLogger:
     """
 
     def __init__(
-        self, run_dirs: Sequence[Path], task: Task, config: dict[str, Any], purge_step: int | None = None
+        self, run_dirs: Sequence[Path], task: Task, configs: Sequence[dict[str, Any]], purge_step: int | None = None
     ) -> None:
         self.run_dirs = list(run_dirs)
         self.task = task
-        self.config = config
+        self.configs = list(configs)  # each replica's run config, saved in its checkpoints
         self.writers = [SummaryWriter(log_dir=str(d), purge_step=purge_step) for d in self.run_dirs]
         self.pictures: list[NetworkPicture] = []  # built at the first snapshot, then redrawn in place
 
@@ -60,7 +60,7 @@ class RunLogger:
     def checkpoint(self, steps_done: int, model: BioMLP, optimizer: AdamW) -> None:
         for replica, run_dir in enumerate(self.run_dirs):
             self.writers[replica].flush()
-            save_checkpoint(run_dir / CHECKPOINT, model, optimizer, replica, steps_done, self.config)
+            save_checkpoint(run_dir / CHECKPOINT, model, optimizer, replica, steps_done, self.configs[replica])
 
     def finish(
         self,
@@ -85,6 +85,14 @@ class RunLogger:
     def close(self) -> None:
         for writer in self.writers:
             writer.close()
+
+    def keep(self, replicas: Sequence[int]) -> None:
+        """Go on logging only the given replicas (in that order); close the others' event files."""
+        for replica in set(range(len(self.writers))) - set(replicas):
+            self.writers[replica].close()
+        self.run_dirs, self.configs, self.writers = (
+            [items[r] for r in replicas] for items in (self.run_dirs, self.configs, self.writers))
+        self.pictures = [self.pictures[r] for r in replicas] if self.pictures else []
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:

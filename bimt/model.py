@@ -11,6 +11,7 @@ output feature computed at output position p, so the network's function never ch
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
 
 import numpy as np
@@ -78,6 +79,14 @@ class BioMLP(nn.Module):
         n_in, n_out = self.shape[layer], self.shape[layer + 1]
         middle = start + n_out * n_in
         return flat[:, start:middle].view(-1, n_out, n_in), flat[:, middle : middle + n_out]
+
+    def replica_subset(self, replicas: Sequence[int]) -> BioMLP:
+        """A copy holding only the given replicas (parameters and permutations), in that order."""
+        subset = copy.deepcopy(self)
+        index = torch.as_tensor(list(replicas), device=self.params.device)
+        subset.params = nn.Parameter(self.params.detach()[index].clone())
+        subset.in_perm, subset.out_perm = self.in_perm[index].clone(), self.out_perm[index].clone()
+        return subset
 
     @property
     def weights(self) -> list[torch.Tensor]:

@@ -44,6 +44,13 @@ class AdamW:
         """The per-parameter state tensors, laid out like `params` (relocation may permute them)."""
         return [self.exp_avg, self.exp_avg_sq]
 
+    def replica_subset(self, params: torch.Tensor, replicas: torch.Tensor) -> AdamW:
+        """This optimizer's state for the given rows (replicas), driving `params`."""
+        subset = AdamW(params, self.lr, self.weight_decay, self.betas, self.eps)
+        subset.load_state_dict({"step": self.steps, "exp_avg": self.exp_avg[replicas],
+                                "exp_avg_sq": self.exp_avg_sq[replicas]})
+        return subset
+
     def state_dict(self) -> dict[str, torch.Tensor | int]:
         return {"step": self.steps, "exp_avg": self.exp_avg, "exp_avg_sq": self.exp_avg_sq}
 

@@ -7,10 +7,11 @@ checkpoint left off and ends with exactly the numbers of an uninterrupted run. S
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -127,60 +128,120 @@ def run(config: RunConfig, run_dir: Path) -> dict[str, Any]:
 
     Returns the metrics written to metrics.json; raises `Diverged` when the loss stops being finite.
     """
-    torch.set_num_threads(config.threads)
-    device = resolve_device(config.device, config.engine)
-    task = resolve_task(config.task)
-    seed = config.run_seed
-    t = config.task
-    data = stack_datasets([make_dataset(task, seed, t.n_train, t.n_test, t.low, t.high, t.noise)], device)
-    shape = [task.inputs, *config.model.hidden, task.outputs]
-    model = BioMLP(shape, [seed], config.model.in_fold, config.model.out_fold, config.model.l0).to(device)
-    settings = build_settings(config)
+    (metrics,) = run_group([config], [run_dir])
+    if metrics["status"] == "diverged":
+        raise Diverged(metrics["error"])
+    return metrics
+
+
+def group_key(config: RunConfig) -> str:
+    """Jobs with equal keys can train in lockstep as one batched model: everything but the seed and
+    the train type (which only set each replica's data, initial weights and switches) is shared."""
+    shared = asdict(config)
+    for key in ("seed", "train_type", "resume"):
+        shared.pop(key)
+    shared["task"].pop("seed")
+    return json.dumps(shared, sort_keys=True)
+
+
+def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
+    """Train jobs that share a `group_key` as one batched model, each into its own run directory.
+
+    Every directory gets exactly what a single run writes. A job whose loss stops being finite is
+    written off as diverged (its last checkpoint kept) and the others train on without it. A
+    single job resumes from its directory's checkpoint; a group starts from scratch. Returns each
+    job's metrics (for a job that did not complete: its status, and for a diverged one the error).
+    """
+    configs, run_dirs = list(configs), list(run_dirs)
+    first = configs[0]
+    torch.set_num_threads(first.threads)
+    device = resolve_device(first.device, first.engine)
+    task = resolve_task(first.task)
+    seeds = [config.run_seed for config in configs]
+    t = first.task
+    data = stack_datasets([make_dataset(task, seed, t.n_train, t.n_test, t.low, t.high, t.noise) for seed in seeds],
+                          device)
+    shape = [task.inputs, *first.model.hidden, task.outputs]
+    model = BioMLP(shape, seeds, first.model.in_fold, first.model.out_fold, first.model.l0).to(device)
+    settings = build_settings(first)
     optimizer = make_optimizer(model, settings)
-    start = load_checkpoint(run_dir / CHECKPOINT, model, optimizer) if (run_dir / CHECKPOINT).is_file() else 0
-    plain_config = asdict(config)
-    logger = RunLogger([run_dir], task, plain_config, purge_step=start or None)
-    summary = {"task": task.name, "train_type": config.train_type, "seed": seed, "steps": config.steps}
+    start = 0
+    if len(configs) == 1 and (run_dirs[0] / CHECKPOINT).is_file():
+        start = load_checkpoint(run_dirs[0] / CHECKPOINT, model, optimizer)
+    plain_configs = [asdict(config) for config in configs]
+    logger = RunLogger(run_dirs, task, plain_configs, purge_step=start or None)
+    replicas = replica_settings(configs, device)
+    results: dict[int, dict[str, Any]] = {}
+    active = list(range(len(configs)))  # the jobs still training, in the model's replica order
 
     began = time.perf_counter()
     with stop_requests() as requested:
-        result = train(model, data, replica_settings([config], device), config.schedule, settings, logger,
-                       optimizer, start, requested.is_set)
+        while True:
+            result = train(model, data, replicas, first.schedule, settings, logger, optimizer, start, requested.is_set)
+            if result.status != "diverged":
+                break
+            bad = result.diverged.tolist()
+            for replica in (r for r, is_bad in enumerate(bad) if is_bad):
+                job = active[replica]
+                results[job] = _diverged(configs[job], run_dirs[job], result.steps_done, time.perf_counter() - began)
+            keep = [r for r, is_bad in enumerate(bad) if not is_bad]
+            logger.keep(keep)
+            if not keep:
+                return [results[job] for job in range(len(configs))]
+            index = torch.as_tensor(keep, device=device)
+            active = [active[r] for r in keep]
+            model = model.replica_subset(keep)
+            optimizer = result.optimizer.replica_subset(model.params, index)
+            data = Dataset(*(part[index] for part in (data.train_x, data.train_y, data.test_x, data.test_y)))
+            replicas = ReplicaSettings(replicas.l1[index], replicas.locality[index], replicas.swap[index])
+            start = result.steps_done
     wall_s = time.perf_counter() - began
 
-    if result.status != "completed":
-        if result.status == "interrupted":
-            logger.checkpoint(result.steps_done, model, optimizer)
+    if result.status == "interrupted":
+        logger.checkpoint(result.steps_done, model, optimizer)
         logger.close()
-        status = {"status": result.status, **summary, "step": result.steps_done, "wall_s": wall_s}
-        write_json_atomic(run_dir / METRICS, status)
-        if result.status == "diverged":
-            raise Diverged(
-                f"training diverged at step {result.steps_done}: the loss is NaN or inf "
-                f"(last good checkpoint: {run_dir / CHECKPOINT if (run_dir / CHECKPOINT).exists() else 'none'})"
-            )
-        return status
+        for job in active:
+            results[job] = {"status": "interrupted", **_summary(configs[job]), "step": result.steps_done,
+                            "wall_s": wall_s}
+            write_json_atomic(run_dirs[job] / METRICS, results[job])
+        return [results[job] for job in range(len(configs))]
 
-    final = {key: value[0].item() for key, value in evaluate(model, data).items()}
-    modularity = modularity_metrics(model, data, task)
-    metrics = {
-        "status": "completed",
-        **summary,
-        **final,
-        "in_perm": model.in_perm[0].tolist(),
-        "out_perm": model.out_perm[0].tolist(),
-        **modularity,
-        "wall_s": wall_s,
-    }
-    with torch.no_grad():
-        predicted = model(data.test_x)[0]
-    title = f"{task.name}, train_type {config.train_type}, seed {seed}"
-    figures = save_figures(run_dir, model, 0, task, predicted, data.test_y[0], final["test_mse"], title)
-    logger.finish(0, config.steps, flat_hparams(plain_config), {k: float(v) for k, v in final.items()},
-                  modularity_scalars(modularity), figures)
-    logger.checkpoint(config.steps, model, optimizer)
+    final = evaluate(model, data)
+    for replica, job in enumerate(active):
+        config, run_dir = configs[job], run_dirs[job]
+        alone = model.replica_subset([replica])
+        alone_data = Dataset(*(part[replica : replica + 1] for part in (data.train_x, data.train_y, data.test_x,
+                                                                          data.test_y)))
+        values = {key: value[replica].item() for key, value in final.items()}
+        modularity = modularity_metrics(alone, alone_data, task)
+        metrics = {"status": "completed", **_summary(config), **values, "in_perm": alone.in_perm[0].tolist(),
+                   "out_perm": alone.out_perm[0].tolist(), **modularity, "wall_s": wall_s}
+        with torch.no_grad():
+            predicted = alone(alone_data.test_x)[0]
+        title = f"{task.name}, train_type {config.train_type}, seed {config.run_seed}"
+        figures = save_figures(run_dir, alone, 0, task, predicted, alone_data.test_y[0], values["test_mse"], title)
+        logger.finish(replica, config.steps, flat_hparams(plain_configs[job]),
+                      {key: float(value) for key, value in values.items()}, modularity_scalars(modularity), figures)
+        results[job] = metrics
+    logger.checkpoint(first.steps, model, optimizer)
     logger.close()
-    if config.video:
-        write_video(run_dir)
-    write_json_atomic(run_dir / METRICS, metrics)
-    return metrics
+    for job in active:
+        if configs[job].video:
+            write_video(run_dirs[job])
+        write_json_atomic(run_dirs[job] / METRICS, results[job])
+    return [results[job] for job in range(len(configs))]
+
+
+def _summary(config: RunConfig) -> dict[str, Any]:
+    return {"task": resolve_task(config.task).name, "train_type": config.train_type, "seed": config.run_seed,
+            "steps": config.steps}
+
+
+def _diverged(config: RunConfig, run_dir: Path, step: int, wall_s: float) -> dict[str, Any]:
+    """Write a diverged job's status; returns it, with the one-line error."""
+    checkpoint = run_dir / CHECKPOINT
+    error = (f"training diverged at step {step}: the loss is NaN or inf "
+             f"(last good checkpoint: {checkpoint if checkpoint.exists() else 'none'})")
+    status = {"status": "diverged", **_summary(config), "step": step, "wall_s": wall_s}
+    write_json_atomic(run_dir / METRICS, status)
+    return {**status, "error": error}

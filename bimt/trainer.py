@@ -54,6 +54,7 @@ class TrainResult:
     optimizer: AdamW
     steps_done: int  # steps completed; the model holds the state after the last of them
     status: str  # "completed", "diverged" (the loss of step `steps_done` was not finite) or "interrupted"
+    diverged: torch.Tensor | None = None  # (R,) bool when diverged: the replicas whose loss was not finite
 
 
 class Logger(Protocol):
@@ -131,7 +132,7 @@ def train(
             exact = torch.tensor(lam_value, dtype=torch.float64, device=replicas.l1.device)
             lam = torch.where(replicas.l1, exact, 0.0).to(torch.float32)  # beyond float32's range: inf
             if not torch.isfinite(lam).all():
-                return TrainResult(optimizer, step, "diverged")
+                return TrainResult(optimizer, step, "diverged", ~torch.isfinite(lam))
             engine.set_lambda(lam)
         penalize_bias = schedule.penalize_bias(step, settings.steps)
         end = _stretch_end(step, settings, schedule, any_swap)
@@ -140,14 +141,14 @@ def train(
             test_mse = engine.test_mse()
         done, losses = engine.run(end - step, penalize_bias)
         if done == 0:
-            return TrainResult(optimizer, step, "diverged")
+            return TrainResult(optimizer, step, "diverged", ~torch.isfinite(losses[-1]))
         if step % settings.log_every == 0:
             values = {"loss/train": losses[0], "loss/test": test_mse, "loss/total": losses[0] + lam * cost,
                       "cost/connection": cost, "lambda": lam}
             logger.scalars(step, values)
         progress.update(done)
         if done < end - step:
-            return TrainResult(optimizer, step + done, "diverged")
+            return TrainResult(optimizer, step + done, "diverged", ~torch.isfinite(losses[-1]))
         step = end
         if any_swap and step % settings.relocate_every == 0:
             relocate(model, settings.top_k, replicas.swap, relocation_optimizer)

@@ -1,0 +1,120 @@
+"""`hydra/launcher=batched`: the jobs of a multirun that can train in lockstep train as one model.
+
+A BIMT network is so small that K replicas trained with batched tensors cost little more than one.
+This launcher prepares every job as Hydra's basic launcher does (its own directory, with `.hydra/`
+holding its config and overrides), groups the jobs that differ only in seed and train type (same
+task, model, schedule, steps, optimizer, relocation, device, engine: `bimt.run.group_key`), trains
+each group of at most `max_batch` jobs as one batched model, and writes into every job's directory
+exactly what a single run writes. A job whose config is invalid or whose loss diverges fails alone;
+the sweep then ends with a non-zero exit code, after every other job has finished.
+
+    python train.py -m hydra/launcher=batched task=independence train_type=1,2,3,4,5 'seed=range(10)'
+"""
+
+
+import logging
+import sys
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, open_dict
+
+from bimt.cli import JobFailed
+from bimt.config import ConfigError, RunConfig, load_config
+from bimt.logging import CHECKPOINT, read_status
+from bimt.run import config_for_run_dir, group_key, run_group
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class BatchedLauncherConf:
+    _target_: str = "hydra_plugins.bimt_launchers.batched.BatchedLauncher"
+    max_batch: int = 256  # most jobs trained together in one model
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="bimt")
+
+
+def _prepare(cfg: DictConfig) -> tuple[RunConfig, Path] | dict:
+    """A job's task function: its validated config and run directory (training comes later, in groups)."""
+    run_dir = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        config = config_for_run_dir(load_config(cfg), run_dir)
+    except ConfigError as error:
+        raise JobFailed(str(error)) from None
+    if read_status(run_dir) == "completed":
+        return {"status": "completed"}
+    return config, run_dir
+
+
+class BatchedLauncher(Launcher):
+    def __init__(self, max_batch: int = 256) -> None:
+        if max_batch < 1:
+            raise ValueError(f"hydra.launcher.max_batch={max_batch} is not allowed; it must be >= 1")
+        self.max_batch = max_batch
+        self.config: DictConfig | None = None
+        self.task_function: TaskFunction | None = None
+        self.hydra_context: HydraContext | None = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        returns = [self._prepare_job(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
+        for group in self._groups(returns):
+            self._train(group)
+        return returns
+
+    def _prepare_job(self, overrides: Sequence[str], idx: int) -> JobReturn:
+        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
+        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        job = run_job(hydra_context=self.hydra_context, task_function=_prepare, config=sweep_config,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        if job.status == JobStatus.FAILED:
+            print(f"error: {job._return_value}", file=sys.stderr)
+        return job
+
+    def _groups(self, returns: list[JobReturn]) -> list[list[JobReturn]]:
+        """Jobs to train, grouped by `group_key` and cut at `max_batch`; a job that resumes from a
+        checkpoint trains alone (the others of its group start from step 0)."""
+        by_key: dict[str, list[JobReturn]] = defaultdict(list)
+        for job in returns:
+            if job.status != JobStatus.COMPLETED or isinstance(job._return_value, dict):
+                continue
+            config, run_dir = job._return_value
+            resuming = (run_dir / CHECKPOINT).is_file()
+            by_key[str(run_dir) if resuming else group_key(config)].append(job)
+        return [jobs[i : i + self.max_batch] for jobs in by_key.values() for i in range(0, len(jobs), self.max_batch)]
+
+    def _train(self, group: list[JobReturn]) -> None:
+        configs, run_dirs = zip(*(job._return_value for job in group))
+        log.info(f"Training {len(group)} job(s) as one batched model")
+        try:
+            results = run_group(list(configs), list(run_dirs))
+        except Exception as error:  # noqa: BLE001 - one group's failure must not lose the others
+            results = [{"status": "failed", "error": f"{type(error).__name__}: {error}"}] * len(group)
+        for job, run_dir, metrics in zip(group, run_dirs, results):
+            if metrics["status"] in ("diverged", "failed"):
+                print(f"error: {run_dir}: {metrics['error']}", file=sys.stderr)
+                job.status, job._return_value = JobStatus.FAILED, JobFailed(metrics["error"])
+                continue
+            job.return_value = metrics
+            if metrics["status"] == "completed":
+                print(f"{metrics['task']} train_type={metrics['train_type']} seed={metrics['seed']}: "
+                      f"test MSE {metrics['test_mse']:.3e} | connection cost {metrics['connection_cost']:.3f} | "
+                      f"outputs in {run_dir}")
