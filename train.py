@@ -7,6 +7,7 @@ Continue a stopped run: `python train.py resume=<run dir>`.
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import hydra
@@ -16,7 +17,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bimt.analysis import format_dependencies
-from bimt.cli import check_configs, check_group_choices, fail, quote_formulas, resume_overrides
+from bimt.cli import check_configs, check_group_choices, check_launcher, fail, quote_formulas, resume_overrides
 from bimt.config import ConfigError, load_config, resolve_task
 from bimt.logging import METRICS, read_status
 from bimt.run import Diverged, config_for_run_dir, run
@@ -58,7 +59,11 @@ def main(cfg: DictConfig) -> dict:
 
 
 if __name__ == "__main__":
+    # conf/hydra/launcher/{joblib,submitit_*}.yaml set this app's defaults for those plugins under the
+    # plugins' own names; Hydra validates them against the plugins' schemas, and says so every time.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\S+' is validated against ConfigStore schema")
     sys.argv[1:] = resume_overrides(quote_formulas(sys.argv[1:]))
     check_group_choices(sys.argv[1:], CONF_DIR)
+    check_launcher(sys.argv[1:])
     check_configs(sys.argv[1:], CONF_DIR)
     main()

@@ -7,6 +7,7 @@ line.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import shutil
@@ -25,7 +26,10 @@ from omegaconf import DictConfig
 from bimt.config import ConfigError, load_config
 
 USAGE_ERROR = 2
-CHECKED_GROUPS = ("task", "model", "schedule")
+CHECKED_GROUPS = ("task", "model", "schedule", "sweep")
+PLUGIN_LAUNCHERS = {"joblib": "hydra_plugins.hydra_joblib_launcher",
+                    "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
+                    "submitit_local": "hydra_plugins.hydra_submitit_launcher"}
 
 
 FORMULA_LIST = re.compile(r"^(\+{0,2}task\.outputs)=\[(.*)\]$")
@@ -113,6 +117,14 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path) -> None:
         for value in values:
             if value not in allowed:
                 fail(f"{group}={value} is not allowed; choose one of: {', '.join(allowed)}")
+
+
+def check_launcher(argv: Sequence[str]) -> None:
+    """Fail on `hydra/launcher=NAME` when NAME's plugin is not installed (Hydra would show a traceback)."""
+    for arg in argv:
+        name = arg.removeprefix("hydra/launcher=") if arg.startswith("hydra/launcher=") else None
+        if name in PLUGIN_LAUNCHERS and importlib.util.find_spec(PLUGIN_LAUNCHERS[name]) is None:
+            fail(f"hydra/launcher={name} needs its Hydra plugin, which is not installed: pip install -e \".[cluster]\"")
 
 
 def check_configs(argv: Sequence[str], conf_dir: Path) -> None:

@@ -26,7 +26,7 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from bimt.cli import JobFailed
+from bimt.cli import JobFailed, fail
 from bimt.config import ConfigError, RunConfig, load_config
 from bimt.logging import CHECKPOINT, read_status
 from bimt.run import config_for_run_dir, group_key, run_group
@@ -49,7 +49,7 @@ def _prepare(cfg: DictConfig) -> tuple[RunConfig, Path] | dict:
     try:
         config = config_for_run_dir(load_config(cfg), run_dir)
     except ConfigError as error:
-        raise JobFailed(str(error)) from None
+        fail(str(error), run_dir, in_sweep=True)
     if read_status(run_dir) == "completed":
         return {"status": "completed"}
     return config, run_dir
@@ -85,8 +85,6 @@ class BatchedLauncher(Launcher):
         job = run_job(hydra_context=self.hydra_context, task_function=_prepare, config=sweep_config,
                       job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        if job.status == JobStatus.FAILED:
-            print(f"error: {job._return_value}", file=sys.stderr)
         return job
 
     def _groups(self, returns: list[JobReturn]) -> list[list[JobReturn]]:
