@@ -69,13 +69,13 @@ class RunLogger:
         hparams: dict[str, Any],
         metrics: dict[str, float],
         modularity: dict[str, float],
-        figures: dict,
+        images: dict[str, np.ndarray],
     ) -> None:
         """Final images and `modularity/` scalars at `step`, and the hparams summary with the final
         metrics (written into the run's own directory, so TensorBoard shows them with the run)."""
         writer = self.writers[replica]
-        for tag, figure in figures.items():
-            add_image(writer, tag, figure_to_array(figure), step)
+        for tag, rgb in images.items():
+            add_image(writer, tag, rgb, step)
         for tag, value in modularity.items():
             writer.add_scalar(f"modularity/{tag}", value, step)
         final = {f"final/{key}": value for key, value in metrics.items()}
@@ -219,12 +219,18 @@ def read_status(run_dir: Path) -> str | None:
 
 
 def save_figures(run_dir: Path, model: BioMLP, replica: int, task: Task, predicted: torch.Tensor,
-                 true: torch.Tensor, test_mse: float, title: str) -> dict:
-    """Write network.png and pred_vs_true.png; return the figures for TensorBoard."""
+                 true: torch.Tensor, test_mse: float, title: str) -> dict[str, np.ndarray]:
+    """Write network.png and pred_vs_true.png; return their pixels, for TensorBoard.
+
+    Each figure is rendered once, for both: the file is the same image TensorBoard shows.
+    """
     figures = {
         "network": draw_network(model, replica, task.input_labels, task.output_labels, title),
         "pred_vs_true": draw_predictions(true, predicted, f"{task.name}\ntest MSE = {test_mse:.2e}"),
     }
-    for name, figure in figures.items():
-        save_figure_atomic(run_dir / f"{name}.png", figure)
-    return figures
+    images = {name: figure_to_array(figure) for name, figure in figures.items()}
+    for name, rgb in images.items():
+        temporary = _temporary(run_dir / f"{name}.png")
+        Image.fromarray(rgb).save(temporary, format="PNG")
+        os.replace(temporary, run_dir / f"{name}.png")
+    return images

@@ -33,6 +33,7 @@ from bimt.logging import (
     saved_config,
     write_json_atomic,
 )
+from bimt.memory import keep_freed_memory
 from bimt.model import BioMLP
 from bimt.tasks import Dataset, make_dataset
 from bimt.trainer import ReplicaSettings, TrainSettings, evaluate, make_optimizer, train
@@ -154,6 +155,7 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
     """
     configs, run_dirs = list(configs), list(run_dirs)
     first = configs[0]
+    keep_freed_memory()
     torch.set_num_threads(first.threads)
     device = resolve_device(first.device, first.engine)
     task = resolve_task(first.task)
@@ -219,9 +221,9 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
         with torch.no_grad():
             predicted = alone(alone_data.test_x)[0]
         title = f"{task.name}, train_type {config.train_type}, seed {config.run_seed}"
-        figures = save_figures(run_dir, alone, 0, task, predicted, alone_data.test_y[0], values["test_mse"], title)
+        images = save_figures(run_dir, alone, 0, task, predicted, alone_data.test_y[0], values["test_mse"], title)
         logger.finish(replica, config.steps, flat_hparams(plain_configs[job]),
-                      {key: float(value) for key, value in values.items()}, modularity_scalars(modularity), figures)
+                      {key: float(value) for key, value in values.items()}, modularity_scalars(modularity), images)
         results[job] = metrics
     logger.checkpoint(first.steps, model, optimizer)
     logger.close()

@@ -33,6 +33,7 @@ sys.path.insert(0, str(REPO / "tests"))  # the literal algorithm is kept with th
 
 from bimt import BioMLP, NullLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, relocate, train  # noqa: E402
 from bimt.logging import RunLogger  # noqa: E402
+from bimt.memory import keep_freed_memory  # noqa: E402
 from bimt.run import stack_datasets  # noqa: E402
 from bimt.tasks import TASKS  # noqa: E402
 
@@ -92,6 +93,44 @@ def bench_task(name: str, steps: int, repeats: int, run_repeats: int) -> dict[st
     return results
 
 
+def bench_batched(sizes: list[int], steps: int, literal_ms_per_step: float) -> dict[str, dict[str, float]]:
+    """Replica-steps per second of K replicas (seeds 0..K-1, train_type 5, independence) trained in
+    lockstep, and the speedup over the literal algorithm (one replica-step per literal step).
+
+    The eager engine at the largest K is timed twice: with glibc's default malloc settings, then
+    after `keep_freed_memory` (the runner applies it to every run), to show the page-fault trap.
+    """
+    task = TASKS["independence"]
+    schedule = Schedule()
+    results = {}
+
+    def timed(engine: str, replicas: int) -> float:
+        seeds = list(range(replicas))
+        stacked = stack_datasets([make_dataset(task, seed) for seed in seeds], torch.device("cpu"))
+        switches = ReplicaSettings(*(torch.tensor([value] * replicas) for value in (True, 1.0, True)))
+
+        def batched_run():
+            train(BioMLP([4, 20, 20, 2], seeds), stacked, switches, schedule,
+                  TrainSettings(steps, progress=False, engine=engine), NullLogger())
+
+        batched_run()
+        return median_ms(batched_run, 3) / steps
+
+    largest = max(sizes)
+    results[f"eager_K{largest}_default_malloc_ms_per_step"] = timed("eager", largest)
+    keep_freed_memory()
+    results[f"eager_K{largest}_kept_memory_ms_per_step"] = timed("eager", largest)
+    for replicas in sizes:
+        for engine in ENGINES:
+            ms = timed(engine, replicas)
+            results[f"{engine}_K{replicas}"] = {
+                "ms_per_step": ms,
+                "replica_steps_per_s": 1000 * replicas / ms,
+                "speedup": literal_ms_per_step * replicas / ms,
+            }
+    return results
+
+
 def bench_snapshot(repeats: int) -> float:
     """One training snapshot of an untrained network (all wires drawn: the slowest case), until its
     event is written to disk."""
@@ -132,6 +171,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=20, help="repeats for the median relocation and snapshot timings")
     parser.add_argument("--run-repeats", type=int, default=3, help="repeats for the median full-run timings")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--batched", default="1,50,150", help="replica counts K for the batched timings (comma-separated)")
+    parser.add_argument("--batched-steps", type=int, default=400, help="training steps per batched timing")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -147,6 +188,22 @@ def main() -> int:
         print(f"{name:18} {r['literal_ms_per_step']:8.3f} {r['eager_ms_per_step']:7.3f} {r['eager_step_speedup']:7.1f}x "
               f"{r['native_ms_per_step']:7.3f} {r['native_step_speedup']:7.1f}x "
               f"{r['literal_ms_per_relocation']:14.2f} {r['ms_per_relocation']:6.2f} {r['relocation_speedup']:7.1f}x")
+    sizes = [int(k) for k in args.batched.split(",") if k]
+    if sizes:
+        literal = results["tasks"]["independence"]["literal_ms_per_step"]
+        batched = results["batched"] = bench_batched(sizes, args.batched_steps, literal)
+        print(f"\nK replicas trained in lockstep (independence, train_type 5, {args.batched_steps} steps, "
+              f"{args.threads} thread(s)); speedup in replica-steps per second over the literal algorithm")
+        print(f"{'K':>5} {'eager ms/step':>14} {'replica-steps/s':>16} {'speedup':>8} "
+              f"{'native ms/step':>15} {'replica-steps/s':>16} {'speedup':>8}")
+        for k in sizes:
+            e, n = batched[f"eager_K{k}"], batched[f"native_K{k}"]
+            print(f"{k:5d} {e['ms_per_step']:14.3f} {e['replica_steps_per_s']:16.0f} {e['speedup']:7.1f}x "
+                  f"{n['ms_per_step']:15.3f} {n['replica_steps_per_s']:16.0f} {n['speedup']:7.1f}x")
+        largest = max(sizes)
+        print(f"eager at K={largest}: {batched[f'eager_K{largest}_default_malloc_ms_per_step']:.2f} ms/step with "
+              f"glibc's default malloc, {batched[f'eager_K{largest}_kept_memory_ms_per_step']:.2f} ms/step "
+              f"keeping freed memory (bimt.memory)")
     results["snapshot_ms"] = bench_snapshot(args.repeats)
     results["peak_rss_mb"] = peak_rss_mb(args.steps)
     print(f"network snapshot (draw + PNG + TensorBoard): {results['snapshot_ms']:.1f} ms")
