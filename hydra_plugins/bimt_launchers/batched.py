@@ -13,9 +13,11 @@ the sweep then ends with a non-zero exit code, after every other job has finishe
 
 
 import logging
+import multiprocessing
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +40,7 @@ log = logging.getLogger(__name__)
 class BatchedLauncherConf:
     _target_: str = "hydra_plugins.bimt_launchers.batched.BatchedLauncher"
     max_batch: int = 256  # most jobs trained together in one model
+    n_jobs: int = 1  # groups trained at once, each in a process of its own (e.g. one per core)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="bimt")
@@ -56,10 +59,11 @@ def _prepare(cfg: DictConfig) -> tuple[RunConfig, Path] | dict:
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_batch: int = 256) -> None:
-        if max_batch < 1:
-            raise ValueError(f"hydra.launcher.max_batch={max_batch} is not allowed; it must be >= 1")
-        self.max_batch = max_batch
+    def __init__(self, max_batch: int = 256, n_jobs: int = 1) -> None:
+        for key, value in (("max_batch", max_batch), ("n_jobs", n_jobs)):
+            if value < 1:
+                raise ValueError(f"hydra.launcher.{key}={value} is not allowed; it must be >= 1")
+        self.max_batch, self.n_jobs = max_batch, n_jobs
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
@@ -72,8 +76,15 @@ class BatchedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
         returns = [self._prepare_job(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
-        for group in self._groups(returns):
-            self._train(group)
+        groups = self._groups(returns)
+        if self.n_jobs == 1:
+            for group in groups:
+                self._report(group, _train_group(*_configs_and_dirs(group)))
+        else:
+            with ProcessPoolExecutor(self.n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+                futures = {pool.submit(_train_group, *_configs_and_dirs(group)): group for group in groups}
+                for future in as_completed(futures):
+                    self._report(futures[future], future.result())
         return returns
 
     def _prepare_job(self, overrides: Sequence[str], idx: int) -> JobReturn:
@@ -88,8 +99,9 @@ class BatchedLauncher(Launcher):
         return job
 
     def _groups(self, returns: list[JobReturn]) -> list[list[JobReturn]]:
-        """Jobs to train, grouped by `group_key` and cut at `max_batch`; a job that resumes from a
-        checkpoint trains alone (the others of its group start from step 0)."""
+        """Jobs to train, grouped by `group_key`; a job that resumes from a checkpoint trains alone
+        (the others of its group start from step 0). Groups are cut at `max_batch` jobs, and into
+        `n_jobs` equal parts when they train in parallel, so that every process gets a share."""
         by_key: dict[str, list[JobReturn]] = defaultdict(list)
         for job in returns:
             if job.status != JobStatus.COMPLETED or isinstance(job._return_value, dict):
@@ -97,16 +109,16 @@ class BatchedLauncher(Launcher):
             config, run_dir = job._return_value
             resuming = (run_dir / CHECKPOINT).is_file()
             by_key[str(run_dir) if resuming else group_key(config)].append(job)
-        return [jobs[i : i + self.max_batch] for jobs in by_key.values() for i in range(0, len(jobs), self.max_batch)]
+        groups = []
+        for jobs in by_key.values():
+            size = min(self.max_batch, -(-len(jobs) // self.n_jobs))
+            groups += [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        return groups
 
-    def _train(self, group: list[JobReturn]) -> None:
-        configs, run_dirs = zip(*(job._return_value for job in group))
-        log.info(f"Training {len(group)} job(s) as one batched model")
-        try:
-            results = run_group(list(configs), list(run_dirs))
-        except Exception as error:  # noqa: BLE001 - one group's failure must not lose the others
-            results = [{"status": "failed", "error": f"{type(error).__name__}: {error}"}] * len(group)
-        for job, run_dir, metrics in zip(group, run_dirs, results):
+    def _report(self, group: list[JobReturn], results: list[dict]) -> None:
+        """Each job's outcome into its JobReturn, and one line for it on the terminal."""
+        for job, metrics in zip(group, results):
+            run_dir = job._return_value[1]
             if metrics["status"] in ("diverged", "failed"):
                 print(f"error: {run_dir}: {metrics['error']}", file=sys.stderr)
                 job.status, job._return_value = JobStatus.FAILED, JobFailed(metrics["error"])
@@ -116,3 +128,17 @@ class BatchedLauncher(Launcher):
                 print(f"{metrics['task']} train_type={metrics['train_type']} seed={metrics['seed']}: "
                       f"test MSE {metrics['test_mse']:.3e} | connection cost {metrics['connection_cost']:.3f} | "
                       f"outputs in {run_dir}")
+
+
+def _configs_and_dirs(group: list[JobReturn]) -> tuple[list[RunConfig], list[Path]]:
+    configs, run_dirs = zip(*(job._return_value for job in group))
+    return list(configs), list(run_dirs)
+
+
+def _train_group(configs: list[RunConfig], run_dirs: list[Path]) -> list[dict]:
+    """`run_group`, with an unexpected error turned into every job's failure (so that no other group is lost)."""
+    log.info(f"Training {len(configs)} job(s) as one batched model")
+    try:
+        return run_group(configs, run_dirs)
+    except Exception as error:  # noqa: BLE001 - one group's failure must not lose the others
+        return [{"status": "failed", "error": f"{type(error).__name__}: {error}"}] * len(configs)
