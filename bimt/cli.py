@@ -119,12 +119,20 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path) -> None:
                 fail(f"{group}={value} is not allowed; choose one of: {', '.join(allowed)}")
 
 
+BATCHED_OPTION = re.compile(r"^hydra\.launcher\.(max_batch|n_jobs)=(.*)$")
+
+
 def check_launcher(argv: Sequence[str]) -> None:
-    """Fail on `hydra/launcher=NAME` when NAME's plugin is not installed (Hydra would show a traceback)."""
+    """Fail on `hydra/launcher=NAME` when NAME's plugin is not installed, and on a batched launcher's
+    `max_batch` or `n_jobs` below 1 (Hydra would show a traceback for either)."""
+    batched = "hydra/launcher=batched" in argv or any(arg.startswith("+sweep=") for arg in argv)  # presets batch
     for arg in argv:
         name = arg.removeprefix("hydra/launcher=") if arg.startswith("hydra/launcher=") else None
         if name in PLUGIN_LAUNCHERS and importlib.util.find_spec(PLUGIN_LAUNCHERS[name]) is None:
             fail(f"hydra/launcher={name} needs its Hydra plugin, which is not installed: pip install -e \".[cluster]\"")
+        option = BATCHED_OPTION.match(arg)
+        if batched and option and not (option.group(2).isdigit() and int(option.group(2)) >= 1):
+            fail(f"hydra.launcher.{option.group(1)}={option.group(2)} is not allowed; it must be an integer >= 1")
 
 
 def check_configs(argv: Sequence[str], conf_dir: Path) -> None:

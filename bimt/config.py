@@ -14,7 +14,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from bimt import native
+from bimt import jit
 from bimt.formula import FormulaError, parse
 from bimt.schedule import Schedule
 from bimt.tasks import TASKS, Task, custom_task, make_dataset
@@ -217,7 +217,7 @@ def validate(config: RunConfig) -> None:
         "engine=native runs on the CPU; with device=cuda use engine=eager",
     )
     _require(
-        config.engine != "native" or native.available(),
+        config.engine != "native" or jit.available(),
         "engine=native needs numba, which cannot be imported here (pip install numba); or use engine=eager",
     )
 

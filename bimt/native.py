@@ -17,31 +17,14 @@ import math
 import numpy as np
 import torch
 
+from bimt.jit import available, jit
 from bimt.model import BioMLP
 from bimt.optim import AdamW
 from bimt.tasks import Dataset
 
-try:
-    import numba
-except ImportError:  # numba is a dependency; this keeps `import bimt` working where it is broken
-    numba = None
-
 # Reassociation lets LLVM vectorise the sums; the IEEE handling of NaN and inf is kept, because the
 # loop must notice a diverging loss.
 FASTMATH = {"reassoc", "contract", "nsz"}
-
-
-def available() -> bool:
-    return numba is not None
-
-
-def jit(fastmath: set[str] | bool = False):
-    """numba's `njit` (cached on disk), or the plain Python function where numba is missing."""
-
-    def decorate(function):
-        return numba.njit(cache=True, fastmath=fastmath, nogil=True)(function) if numba is not None else function
-
-    return decorate
 
 
 @jit(FASTMATH)
@@ -177,7 +160,7 @@ class NativeEngine:
     """The engine interface of `bimt.engine.EagerEngine`, running stretches of steps natively."""
 
     def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW):
-        if numba is None:
+        if not available():
             raise RuntimeError("engine=native needs numba (pip install numba); use engine=eager")
         if model.params.device.type != "cpu":
             raise RuntimeError(f"engine=native runs on the CPU, not on {model.params.device}; use engine=eager")

@@ -22,8 +22,8 @@ import numpy as np
 import torch
 
 from bimt.cost import priced_cost, wire_factor
+from bimt.jit import jit
 from bimt.model import BioMLP
-from bimt.native import jit
 from bimt.optim import AdamW
 
 

@@ -104,3 +104,11 @@ def test_cuda_single_run_and_batched_group_match_the_cpu(tmp_path):
             logged = scalars(tmp_path / name / cpu_dir.name)["loss/train"]
             for step in (0, 50):  # before the lambda boost, where float rounding has not yet grown
                 assert logged[step] == pytest.approx(expected[step], rel=1e-4)
+
+
+@pytest.mark.parametrize("option", ["hydra.launcher.max_batch=0", "hydra.launcher.n_jobs=-1"])
+def test_a_bad_batched_launcher_option_is_one_line(tmp_path, option):
+    result = train_cli("-m", "hydra/launcher=batched", option, "train_type=1,2", f"hydra.sweep.dir={tmp_path / 's'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {option} is not allowed; it must be an integer >= 1"]
+    assert not (tmp_path / "s").exists()
