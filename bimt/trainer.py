@@ -1,9 +1,12 @@
 """The BIMT training loop: MSE + lambda * connection cost, AdamW, relocation every few hundred steps.
 
-Every replica of the model trains in lockstep; per-replica settings are (R,) tensors. The loop calls
-a small `Logger` interface and knows nothing about TensorBoard or files. It can start from a saved
-state (`start_step` and a restored optimizer) and stops early, between steps, when the loss stops
-being finite or when `should_stop` says so; the state it leaves is always that of a whole step.
+Every replica of the model trains in lockstep; per-replica settings are (R,) tensors. The steps
+themselves run in an engine (`bimt.engine` in torch, `bimt.native` compiled), in stretches between
+events: a log line, a change of lambda or of the bias penalty, a relocation, a snapshot, a
+checkpoint. The loop calls a small `Logger` interface and knows nothing about TensorBoard or files.
+It can start from a saved state (`start_step` and a restored optimizer) and stops early, between
+steps, when the loss stops being finite or when `should_stop` says so; the state it leaves is always
+that of a whole step.
 """
 
 from __future__ import annotations
@@ -124,41 +127,39 @@ def train(
     prices = [wire_factor(model, i, replicas.locality) for i in range(model.depth)]
     engine = make_engine(settings.engine, model, data, prices, optimizer)
     lam_value = None
-    progress = tqdm(initial=start_step, total=settings.steps, disable=None if settings.progress else True, unit="step")
     step = start_step
-    while step < settings.steps:
-        if schedule.lam(step, settings.steps) != lam_value:
-            lam_value = schedule.lam(step, settings.steps)
-            exact = torch.tensor(lam_value, dtype=torch.float64, device=replicas.l1.device)
-            lam = torch.where(replicas.l1, exact, 0.0).to(torch.float32)  # beyond float32's range: inf
-            if not torch.isfinite(lam).all():
-                return TrainResult(optimizer, step, "diverged", ~torch.isfinite(lam))
-            engine.set_lambda(lam)
-        penalize_bias = schedule.penalize_bias(step, settings.steps)
-        end = _stretch_end(step, settings, schedule, any_swap)
-        if step % settings.log_every == 0:
-            cost = priced_cost(model, prices, penalize_bias)
-            test_mse = engine.test_mse()
-        done, losses = engine.run(end - step, penalize_bias)
-        if done == 0:
-            return TrainResult(optimizer, step, "diverged", ~torch.isfinite(losses[-1]))
-        if step % settings.log_every == 0:
-            values = {"loss/train": losses[0], "loss/test": test_mse, "loss/total": losses[0] + lam * cost,
-                      "cost/connection": cost, "lambda": lam}
-            logger.scalars(step, values)
-        progress.update(done)
-        if done < end - step:
-            return TrainResult(optimizer, step + done, "diverged", ~torch.isfinite(losses[-1]))
-        step = end
-        if any_swap and step % settings.relocate_every == 0:
-            relocate(model, settings.top_k, replicas.swap, relocation_optimizer)
-            engine.relocated()
-        if settings.snapshot_every and (step - 1) % settings.snapshot_every == 0:
-            logger.snapshot(step - 1, model)
-        if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < settings.steps:
-            logger.checkpoint(step, model, optimizer)
-        if should_stop() and step < settings.steps:
-            return TrainResult(optimizer, step, "interrupted")
+    with tqdm(initial=start_step, total=settings.steps, disable=None if settings.progress else True,
+              unit="step") as progress:
+        while step < settings.steps:
+            if schedule.lam(step, settings.steps) != lam_value:
+                lam_value = schedule.lam(step, settings.steps)
+                exact = torch.tensor(lam_value, dtype=torch.float64, device=replicas.l1.device)
+                lam = torch.where(replicas.l1, exact, 0.0).to(torch.float32)  # beyond float32's range: inf
+                if not torch.isfinite(lam).all():
+                    return TrainResult(optimizer, step, "diverged", ~torch.isfinite(lam))
+                engine.set_lambda(lam)
+            penalize_bias = schedule.penalize_bias(step, settings.steps)
+            end = _stretch_end(step, settings, schedule, any_swap)
+            log_now = step % settings.log_every == 0
+            if log_now:  # measured before this step's update, as the step's training loss is
+                cost, test_mse = priced_cost(model, prices, penalize_bias), engine.test_mse()
+            done, losses = engine.run(end - step, penalize_bias)
+            if log_now and done:
+                logger.scalars(step, {"loss/train": losses[0], "loss/test": test_mse,
+                                      "loss/total": losses[0] + lam * cost, "cost/connection": cost, "lambda": lam})
+            progress.update(done)
+            if done < end - step:
+                return TrainResult(optimizer, step + done, "diverged", ~torch.isfinite(losses[-1]))
+            step = end
+            if any_swap and step % settings.relocate_every == 0:
+                relocate(model, settings.top_k, replicas.swap, relocation_optimizer)
+                engine.relocated()
+            if settings.snapshot_every and (step - 1) % settings.snapshot_every == 0:
+                logger.snapshot(step - 1, model)
+            if settings.checkpoint_every and step % settings.checkpoint_every == 0 and step < settings.steps:
+                logger.checkpoint(step, model, optimizer)
+            if should_stop() and step < settings.steps:
+                return TrainResult(optimizer, step, "interrupted")
     return TrainResult(optimizer, settings.steps, "completed")
 
 
