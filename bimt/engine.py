@@ -3,8 +3,9 @@
 A BIMT network is so small that autograd's graph bookkeeping costs more than the arithmetic. This
 engine calls, in the same order, the kernels autograd would call for `mse + lambda * cost` (baddbmm,
 SiLU, the transposed bmm products, silu_backward, sign), keeps the activations itself and writes
-the gradients into preallocated `.grad` tensors; AdamW then steps as usual. The numbers are bit for
-bit those of autograd (the fidelity tests hold it to the literal algorithm).
+the gradients into the flat parameters' `.grad`; `bimt.optim.AdamW` then steps all of them at once.
+The numbers are bit for bit those of autograd and torch's AdamW (the fidelity tests hold it to the
+literal algorithm).
 """
 
 from __future__ import annotations
