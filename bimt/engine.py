@@ -18,6 +18,20 @@ from bimt.optim import AdamW
 from bimt.tasks import Dataset
 
 
+def connection_penalties(model: BioMLP, prices: list[torch.Tensor], lam: torch.Tensor) -> dict[bool, torch.Tensor]:
+    """The gradient of lam * cost is lam * price * sign(parameter): lam * price for every parameter,
+    in the flat (R, P) layout. Keyed by whether biases are in the cost: with them, each bias is
+    priced l0; before they join, their entries are 0."""
+    penalty = torch.zeros_like(model.params.detach())
+    weights, biases = model.layer_views(penalty)
+    for weight, price in zip(weights, prices):
+        weight.copy_(lam[:, None, None] * price)
+    without_biases = penalty.clone()
+    for bias in biases:
+        bias.copy_((lam[:, None] * model.l0).expand_as(bias))
+    return {False: without_biases, True: penalty}
+
+
 class EagerEngine:
     """Forward, loss, gradients and update of every replica, on inputs kept in position order.
 
@@ -46,22 +60,8 @@ class EagerEngine:
         self.train_feature = model.out_perm[:, None, :].expand(-1, data.train_y.shape[1], -1)
 
     def set_lambda(self, lam: torch.Tensor) -> None:
-        """Per-replica lambda (R,): the gradient of lam * cost is lam * price * sign(parameter).
-
-        Keeps lam * price for every parameter in the flat layout, once with the biases' price
-        (l0 each) for the steps where biases are in the cost, once with zeros there for the others.
-        """
-        self.penalties = {}
-        if bool((lam == 0).all()):
-            return
-        penalty = torch.zeros_like(self.model.params.detach())
-        weights, biases = self.model.layer_views(penalty)
-        for weight, price in zip(weights, self.prices):
-            weight.copy_(lam[:, None, None] * price)
-        self.penalties[False] = penalty.clone()
-        for bias in biases:
-            bias.copy_((lam[:, None] * self.model.l0).expand_as(bias))
-        self.penalties[True] = penalty
+        """Per-replica lambda (R,); when every replica's is 0 the cost adds no gradient at all."""
+        self.penalties = {} if bool((lam == 0).all()) else connection_penalties(self.model, self.prices, lam)
 
     def run(self, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
         """Up to `count` steps: the number done, and each step's train MSE, (steps, R). Fewer than

@@ -17,6 +17,7 @@ import math
 import numpy as np
 import torch
 
+from bimt.engine import connection_penalties
 from bimt.jit import available, jit
 from bimt.model import BioMLP
 from bimt.optim import AdamW
@@ -170,7 +171,6 @@ class NativeEngine:
         self.widths = np.array(model.shape, dtype=np.int64)
         sizes = [n_out * n_in + n_out for n_in, n_out in zip(model.shape[:-1], model.shape[1:])]
         self.offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
-        self.penalties = {False: np.zeros_like(self.params), True: np.zeros_like(self.params)}
         self.relocated()
 
     def relocated(self) -> None:
@@ -183,15 +183,8 @@ class NativeEngine:
         self.test_order = model.output_order()
 
     def set_lambda(self, lam: torch.Tensor) -> None:
-        """lam * price for every parameter (biases: lam * l0, only once biases are in the cost)."""
-        penalty = torch.zeros_like(self.model.params.detach())
-        weights, biases = self.model.layer_views(penalty)
-        for weight, price in zip(weights, self.prices):
-            weight.copy_(lam[:, None, None] * price)
-        self.penalties[False] = penalty.numpy().copy()
-        for bias in biases:
-            bias.copy_((lam[:, None] * self.model.l0).expand_as(bias))
-        self.penalties[True] = penalty.numpy()
+        penalties = connection_penalties(self.model, self.prices, lam)
+        self.penalties = {key: penalty.numpy() for key, penalty in penalties.items()}
 
     def run(self, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
         """Up to `count` steps: the number done, and each step's train MSE, (steps, R). Fewer than

@@ -194,7 +194,7 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
             active = [active[r] for r in keep]
             model = model.replica_subset(keep)
             optimizer = result.optimizer.replica_subset(model.params, index)
-            data = Dataset(*(part[index] for part in (data.train_x, data.train_y, data.test_x, data.test_y)))
+            data = data.replicas(index)
             replicas = ReplicaSettings(replicas.l1[index], replicas.locality[index], replicas.swap[index])
             start = result.steps_done
     wall_s = time.perf_counter() - began
@@ -212,8 +212,7 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
     for replica, job in enumerate(active):
         config, run_dir = configs[job], run_dirs[job]
         alone = model.replica_subset([replica])
-        alone_data = Dataset(*(part[replica : replica + 1] for part in (data.train_x, data.train_y, data.test_x,
-                                                                          data.test_y)))
+        alone_data = data.replicas(slice(replica, replica + 1))
         values = {key: value[replica].item() for key, value in final.items()}
         modularity = modularity_metrics(alone, alone_data, task)
         metrics = {"status": "completed", **_summary(config), **values, "in_perm": alone.in_perm[0].tolist(),

@@ -103,6 +103,10 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
+    def replicas(self, index: torch.Tensor | slice) -> Dataset:
+        """The given replicas (rows of the leading axis) of stacked (R, n, d) data."""
+        return Dataset(self.train_x[index], self.train_y[index], self.test_x[index], self.test_y[index])
+
 
 def make_dataset(
     task: Task,
