@@ -32,6 +32,12 @@ def connection_penalties(model: BioMLP, prices: list[torch.Tensor], lam: torch.T
     return {False: without_biases, True: penalty}
 
 
+@torch.no_grad()
+def test_mse(model: BioMLP, x: torch.Tensor, order: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """MSE per replica of inputs already in position order (`order`: `model.output_order()`)."""
+    return ((model.forward_positions(x, order) - y) ** 2).mean(dim=(1, 2))
+
+
 class EagerEngine:
     """Forward, loss, gradients and update of every replica, on inputs kept in position order.
 
@@ -54,9 +60,8 @@ class EagerEngine:
         """Re-read the permutations: inputs in position order, where each output feature is computed."""
         model, data = self.model, self.data
         self.train_x, self.test_x = model.to_positions(data.train_x), model.to_positions(data.test_x)
-        order = model.output_order()[:, None, :]
-        self.train_order = order.expand(-1, data.train_y.shape[1], -1)
-        self.test_order = order.expand(-1, data.test_y.shape[1], -1)
+        self.test_order = model.output_order()
+        self.train_order = self.test_order[:, None, :].expand(-1, data.train_y.shape[1], -1)
         self.train_feature = model.out_perm[:, None, :].expand(-1, data.train_y.shape[1], -1)
 
     def set_lambda(self, lam: torch.Tensor) -> None:
@@ -75,27 +80,20 @@ class EagerEngine:
         return count, torch.stack(losses)
 
     def train_mse(self) -> torch.Tensor:
-        """This step's forward pass on the training set, shape (R,); keeps what the backward needs."""
-        self.inputs, self.pre_activations = [], []
-        output = self._forward(self.train_x, self.train_order, keep=True)
-        self.error = output - self.data.train_y
+        """This step's forward pass on the training set, shape (R,); keeps what the backward needs:
+        each layer's input and pre-activation."""
+        x, self.inputs, self.pre_activations = self.train_x, [], []
+        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            self.inputs.append(x)
+            x = torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
+            if i < self.model.depth - 1:
+                self.pre_activations.append(x)
+                x = F.silu(x)
+        self.error = torch.gather(x, 2, self.train_order) - self.data.train_y
         return (self.error**2).mean(dim=(1, 2))
 
     def test_mse(self) -> torch.Tensor:
-        return ((self._forward(self.test_x, self.test_order) - self.data.test_y) ** 2).mean(dim=(1, 2))
-
-    def _forward(self, x: torch.Tensor, order: torch.Tensor, keep: bool = False) -> torch.Tensor:
-        """Outputs in feature order of inputs in position order; with `keep`, layer inputs and
-        pre-activations are kept for the backward pass."""
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            if keep:
-                self.inputs.append(x)
-            x = torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
-            if i < self.model.depth - 1:
-                if keep:
-                    self.pre_activations.append(x)
-                x = F.silu(x)
-        return torch.gather(x, 2, order)
+        return test_mse(self.model, self.test_x, self.test_order, self.data.test_y)
 
     def update(self, penalize_bias: bool) -> None:
         """Gradients of the last `train_mse` plus lambda * cost, then one optimizer step."""

@@ -73,9 +73,14 @@ class BioMLP(nn.Module):
         views = [self.layer_view(flat, i) for i in range(self.depth)]
         return [weight for weight, _ in views], [bias for _, bias in views]
 
+    def layer_offsets(self) -> list[int]:
+        """Where each linear layer's weights start in the flat layout (its biases follow them)."""
+        sizes = [n_in * n_out + n_out for n_in, n_out in zip(self.shape[:-1], self.shape[1:])]
+        return [sum(sizes[:layer]) for layer in range(self.depth)]
+
     def layer_view(self, flat: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Weights (R, out, in) and biases (R, out) of linear layer `layer`, views into `flat` (R, P)."""
-        start = sum(n_in * n_out + n_out for n_in, n_out in zip(self.shape[:layer], self.shape[1 : layer + 1]))
+        start = self.layer_offsets()[layer]
         n_in, n_out = self.shape[layer], self.shape[layer + 1]
         middle = start + n_out * n_in
         return flat[:, start:middle].view(-1, n_out, n_in), flat[:, middle : middle + n_out]

@@ -17,7 +17,7 @@ import math
 import numpy as np
 import torch
 
-from bimt.engine import connection_penalties
+from bimt.engine import connection_penalties, test_mse
 from bimt.jit import available, jit
 from bimt.model import BioMLP
 from bimt.optim import AdamW
@@ -169,8 +169,7 @@ class NativeEngine:
         self.params = model.params.detach().numpy()
         self.grad = np.zeros_like(self.params)
         self.widths = np.array(model.shape, dtype=np.int64)
-        sizes = [n_out * n_in + n_out for n_in, n_out in zip(model.shape[:-1], model.shape[1:])]
-        self.offsets = np.cumsum([0, *sizes[:-1]]).astype(np.int64)
+        self.offsets = np.array(model.layer_offsets(), dtype=np.int64)
         self.relocated()
 
     def relocated(self) -> None:
@@ -179,8 +178,7 @@ class NativeEngine:
         self.train_x = np.ascontiguousarray(model.to_positions(data.train_x).transpose(1, 2).numpy())
         positions = model.out_perm[:, None, :].expand(-1, data.train_y.shape[1], -1)
         self.train_y = np.ascontiguousarray(torch.gather(data.train_y, 2, positions).transpose(1, 2).numpy())
-        self.test_x = model.to_positions(data.test_x)
-        self.test_order = model.output_order()
+        self.test_x, self.test_order = model.to_positions(data.test_x), model.output_order()
 
     def set_lambda(self, lam: torch.Tensor) -> None:
         penalties = connection_penalties(self.model, self.prices, lam)
@@ -199,6 +197,4 @@ class NativeEngine:
         return done, torch.from_numpy(losses[: done + (done < count)])
 
     def test_mse(self) -> torch.Tensor:
-        with torch.no_grad():
-            output = self.model.forward_positions(self.test_x, self.test_order)
-        return ((output - self.data.test_y) ** 2).mean(dim=(1, 2))
+        return test_mse(self.model, self.test_x, self.test_order, self.data.test_y)

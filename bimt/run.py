@@ -170,8 +170,7 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
     start = 0
     if len(configs) == 1 and (run_dirs[0] / CHECKPOINT).is_file():
         start = load_checkpoint(run_dirs[0] / CHECKPOINT, model, optimizer)
-    plain_configs = [asdict(config) for config in configs]
-    logger = RunLogger(run_dirs, task, plain_configs, purge_step=start or None)
+    logger = RunLogger(run_dirs, task, [asdict(config) for config in configs], purge_step=start or None)
     replicas = replica_settings(configs, device)
     results: dict[int, dict[str, Any]] = {}
     active = list(range(len(configs)))  # the jobs still training, in the model's replica order
@@ -194,8 +193,7 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
             active = [active[r] for r in keep]
             model = model.replica_subset(keep)
             optimizer = result.optimizer.replica_subset(model.params, index)
-            data = data.replicas(index)
-            replicas = ReplicaSettings(replicas.l1[index], replicas.locality[index], replicas.swap[index])
+            data, replicas = data.replica_subset(index), replicas.replica_subset(index)
             start = result.steps_done
     wall_s = time.perf_counter() - began
 
@@ -210,20 +208,8 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
 
     final = evaluate(model, data)
     for replica, job in enumerate(active):
-        config, run_dir = configs[job], run_dirs[job]
-        alone = model.replica_subset([replica])
-        alone_data = data.replicas(slice(replica, replica + 1))
         values = {key: value[replica].item() for key, value in final.items()}
-        modularity = modularity_metrics(alone, alone_data, task)
-        metrics = {"status": "completed", **_summary(config), **values, "in_perm": alone.in_perm[0].tolist(),
-                   "out_perm": alone.out_perm[0].tolist(), **modularity, "wall_s": wall_s}
-        with torch.no_grad():
-            predicted = alone(alone_data.test_x)[0]
-        title = f"{task.name}, train_type {config.train_type}, seed {config.run_seed}"
-        images = save_figures(run_dir, alone, 0, task, predicted, alone_data.test_y[0], values["test_mse"], title)
-        logger.finish(replica, config.steps, flat_hparams(plain_configs[job]),
-                      {key: float(value) for key, value in values.items()}, modularity_scalars(modularity), images)
-        results[job] = metrics
+        results[job] = _finish_job(configs[job], run_dirs[job], model, data, replica, values, wall_s, logger)
     logger.checkpoint(first.steps, model, optimizer)
     logger.close()
     for job in active:
@@ -231,6 +217,22 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
             write_video(run_dirs[job])
         write_json_atomic(run_dirs[job] / METRICS, results[job])
     return [results[job] for job in range(len(configs))]
+
+
+def _finish_job(config: RunConfig, run_dir: Path, model: BioMLP, data: Dataset, replica: int,
+                values: dict[str, float], wall_s: float, logger: RunLogger) -> dict[str, Any]:
+    """A completed job's metrics, figures and final TensorBoard entries, from replica `replica`."""
+    task = resolve_task(config.task)
+    alone, alone_data = model.replica_subset([replica]), data.replica_subset(slice(replica, replica + 1))
+    modularity = modularity_metrics(alone, alone_data, task)
+    with torch.no_grad():
+        predicted = alone(alone_data.test_x)[0]
+    title = f"{task.name}, train_type {config.train_type}, seed {config.run_seed}"
+    images = save_figures(run_dir, alone, 0, task, predicted, alone_data.test_y[0], values["test_mse"], title)
+    logger.finish(replica, config.steps, flat_hparams(asdict(config)), {key: float(v) for key, v in values.items()},
+                  modularity_scalars(modularity), images)
+    return {"status": "completed", **_summary(config), **values, "in_perm": alone.in_perm[0].tolist(),
+            "out_perm": alone.out_perm[0].tolist(), **modularity, "wall_s": wall_s}
 
 
 def _summary(config: RunConfig) -> dict[str, Any]:

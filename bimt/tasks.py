@@ -103,7 +103,7 @@ class Dataset:
     test_x: torch.Tensor
     test_y: torch.Tensor
 
-    def replicas(self, index: torch.Tensor | slice) -> Dataset:
+    def replica_subset(self, index: torch.Tensor | slice) -> Dataset:
         """The given replicas (rows of the leading axis) of stacked (R, n, d) data."""
         return Dataset(self.train_x[index], self.train_y[index], self.test_x[index], self.test_y[index])
 

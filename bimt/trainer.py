@@ -36,6 +36,9 @@ class ReplicaSettings:
     locality: torch.Tensor  # float: weight of wire length in the loss's cost
     swap: torch.Tensor  # bool: relocate neurons
 
+    def replica_subset(self, index: torch.Tensor) -> ReplicaSettings:
+        return ReplicaSettings(self.l1[index], self.locality[index], self.swap[index])
+
 
 @dataclass(frozen=True)
 class TrainSettings:
@@ -91,11 +94,7 @@ def make_optimizer(model: BioMLP, settings: TrainSettings) -> AdamW:
 
 def mse(model: BioMLP, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Mean squared error of every replica on (R, n, d) data, shape (R,)."""
-    return _mse(model(x), y)
-
-
-def _mse(predicted: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return ((predicted - y) ** 2).mean(dim=(1, 2))
+    return ((model(x) - y) ** 2).mean(dim=(1, 2))
 
 
 @torch.no_grad()
