@@ -20,7 +20,11 @@ def available() -> bool:
 
 
 def jit(fastmath: set[str] | bool = False) -> Callable[[Callable], Callable]:
+    """numba's `njit`, cached on disk. With numpy's error model a division by zero gives inf or NaN,
+    as in numpy, instead of raising: Python's model tests every divisor, which keeps LLVM from
+    vectorising any loop that divides."""
+
     def decorate(function: Callable) -> Callable:
-        return numba.njit(cache=True, fastmath=fastmath, nogil=True)(function) if numba is not None else function
+        return numba.njit(cache=True, fastmath=fastmath, nogil=True, error_model="numpy")(function) if numba is not None else function
 
     return decorate

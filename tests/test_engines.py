@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from bimt.model import BioMLP
+from bimt.native import _sigmoid
 from bimt.run import stack_datasets
 from bimt.schedule import Schedule
 from bimt.tasks import TASKS, make_dataset
@@ -77,3 +78,15 @@ def test_training_twice_gives_the_same_numbers(engine):
     second_model, second, _ = run("feature_sharing", [4], [5], engine, steps=300)
     assert first == second
     assert torch.equal(first_model.params, second_model.params)
+
+
+def test_native_sigmoid_is_correctly_rounded():
+    """The native engine's own sigmoid equals float64 torch's, rounded to float32, for |z| <= 80;
+    beyond, it stays within 2e-35 of it; NaN stays NaN, so divergence is still seen."""
+    z = torch.cat([torch.linspace(-80, 80, 20001), torch.randn(2000) * 8]).float()
+    ours = torch.tensor([float(_sigmoid(value)) for value in z.numpy()], dtype=torch.float32)
+    assert torch.equal(ours, torch.sigmoid(z.double()).float())
+    far = torch.tensor([-1000.0, -90.0, 90.0, float("inf"), float("-inf")])
+    ours_far = torch.tensor([float(_sigmoid(value)) for value in far.float().numpy()])
+    assert torch.allclose(ours_far, torch.sigmoid(far.double()).float(), rtol=0, atol=2e-35)
+    assert torch.isnan(torch.tensor(float(_sigmoid(float("nan")))))
