@@ -25,25 +25,31 @@ from torch.utils.tensorboard import SummaryWriter
 
 from bimt.model import BioMLP
 from bimt.optim import AdamW
-from bimt.plot import NetworkPicture, draw_network, draw_predictions, figure_to_array
+from bimt.plot import NetworkPicture, figure_to_array
 from bimt.tasks import Task
 
 
 class RunLogger:
     """Scalars, network snapshots and checkpoints of every replica, each into its own run directory.
 
-    `purge_step` (when resuming) tells TensorBoard to drop what an earlier process logged from that
-    step on, so a resumed run shows no duplicated points.
+    `titles` head each replica's network pictures. `purge_step` (when resuming) tells TensorBoard to
+    drop what an earlier process logged from that step on, so a resumed run shows no duplicated points.
     """
 
     def __init__(
-        self, run_dirs: Sequence[Path], task: Task, configs: Sequence[dict[str, Any]], purge_step: int | None = None
+        self,
+        run_dirs: Sequence[Path],
+        task: Task,
+        configs: Sequence[dict[str, Any]],
+        titles: Sequence[str],
+        purge_step: int | None = None,
     ) -> None:
         self.run_dirs = list(run_dirs)
         self.task = task
         self.configs = list(configs)  # each replica's run config, saved in its checkpoints
+        self.titles = list(titles)
         self.writers = [SummaryWriter(log_dir=str(d), purge_step=purge_step) for d in self.run_dirs]
-        self.pictures: list[NetworkPicture] = []  # built at the first snapshot, then redrawn in place
+        self.picture: NetworkPicture | None = None  # built at the first drawing, then redrawn in place
 
     def scalars(self, step: int, values: dict[str, torch.Tensor]) -> None:
         columns = {tag: value.tolist() for tag, value in values.items()}
@@ -52,10 +58,16 @@ class RunLogger:
                 writer.add_scalar(tag, column[replica], step)
 
     def snapshot(self, step: int, model: BioMLP) -> None:
-        if not self.pictures:
-            self.pictures = [NetworkPicture(model, self.task.input_labels, self.task.output_labels) for _ in self.writers]
-        for replica, (writer, picture) in enumerate(zip(self.writers, self.pictures)):
-            add_image(writer, "network", figure_to_array(picture.update(model, replica)), step)
+        for replica, writer in enumerate(self.writers):
+            add_image(writer, "network", figure_to_array(self.network(model, replica)), step)
+
+    def network(self, model: BioMLP, replica: int) -> Figure:
+        """The picture of replica `replica` of `model` (which holds this logger's replicas, in order).
+
+        One figure serves all replicas: render it before the next call redraws it."""
+        if self.picture is None:
+            self.picture = NetworkPicture(model, self.task.input_labels, self.task.output_labels)
+        return self.picture.update(model, replica, self.titles[replica])
 
     def checkpoint(self, steps_done: int, model: BioMLP, optimizer: AdamW) -> None:
         for replica, run_dir in enumerate(self.run_dirs):
@@ -90,9 +102,8 @@ class RunLogger:
         """Go on logging only the given replicas (in that order); close the others' event files."""
         for replica in set(range(len(self.writers))) - set(replicas):
             self.writers[replica].close()
-        self.run_dirs, self.configs, self.writers = (
-            [items[r] for r in replicas] for items in (self.run_dirs, self.configs, self.writers))
-        self.pictures = [self.pictures[r] for r in replicas] if self.pictures else []
+        self.run_dirs, self.configs, self.titles, self.writers = (
+            [items[r] for r in replicas] for items in (self.run_dirs, self.configs, self.titles, self.writers))
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -218,16 +229,11 @@ def read_status(run_dir: Path) -> str | None:
     return json.loads(path.read_text()).get("status") if path.is_file() else None
 
 
-def save_figures(run_dir: Path, model: BioMLP, replica: int, task: Task, predicted: torch.Tensor,
-                 true: torch.Tensor, test_mse: float, title: str) -> dict[str, np.ndarray]:
-    """Write network.png and pred_vs_true.png; return their pixels, for TensorBoard.
+def save_figures(run_dir: Path, figures: dict[str, Figure]) -> dict[str, np.ndarray]:
+    """Write each figure to `run_dir` as NAME.png; return their pixels, for TensorBoard.
 
     Each figure is rendered once, for both: the file is the same image TensorBoard shows.
     """
-    figures = {
-        "network": draw_network(model, replica, task.input_labels, task.output_labels, title),
-        "pred_vs_true": draw_predictions(true, predicted, f"{task.name}\ntest MSE = {test_mse:.2e}"),
-    }
     images = {name: figure_to_array(figure) for name, figure in figures.items()}
     for name, rgb in images.items():
         temporary = _temporary(run_dir / f"{name}.png")

@@ -35,6 +35,7 @@ from bimt.logging import (
 )
 from bimt.memory import keep_freed_memory
 from bimt.model import BioMLP
+from bimt.plot import draw_predictions
 from bimt.tasks import Dataset, make_dataset
 from bimt.trainer import ReplicaSettings, TrainSettings, evaluate, make_optimizer, train
 from bimt.video import write_video
@@ -170,7 +171,8 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
     start = 0
     if len(configs) == 1 and (run_dirs[0] / CHECKPOINT).is_file():
         start = load_checkpoint(run_dirs[0] / CHECKPOINT, model, optimizer)
-    logger = RunLogger(run_dirs, task, [asdict(config) for config in configs], purge_step=start or None)
+    titles = [f"{task.name}, train_type {config.train_type}, seed {config.run_seed}" for config in configs]
+    logger = RunLogger(run_dirs, task, [asdict(config) for config in configs], titles, purge_step=start or None)
     replicas = replica_settings(configs, device)
     results: dict[int, dict[str, Any]] = {}
     active = list(range(len(configs)))  # the jobs still training, in the model's replica order
@@ -227,8 +229,10 @@ def _finish_job(config: RunConfig, run_dir: Path, model: BioMLP, data: Dataset, 
     modularity = modularity_metrics(alone, alone_data, task)
     with torch.no_grad():
         predicted = alone(alone_data.test_x)[0]
-    title = f"{task.name}, train_type {config.train_type}, seed {config.run_seed}"
-    images = save_figures(run_dir, alone, 0, task, predicted, alone_data.test_y[0], values["test_mse"], title)
+    predictions_title = f"{task.name}\ntest MSE = {values['test_mse']:.2e}"
+    figures = {"network": logger.network(model, replica),
+               "pred_vs_true": draw_predictions(alone_data.test_y[0], predicted, predictions_title)}
+    images = save_figures(run_dir, figures)
     logger.finish(replica, config.steps, flat_hparams(asdict(config)), {key: float(v) for key, v in values.items()},
                   modularity_scalars(modularity), images)
     return {"status": "completed", **_summary(config), **values, "in_perm": alone.in_perm[0].tolist(),

@@ -137,7 +137,7 @@ def bench_snapshot(repeats: int) -> float:
     task = TASKS["independence"]
     model = BioMLP([4, 20, 20, 2], [0])
     with tempfile.TemporaryDirectory() as folder:
-        logger = RunLogger([Path(folder)], task, [{"log_every": 200}])
+        logger = RunLogger([Path(folder)], task, [{"log_every": 200}], ["independence, train_type 5, seed 0"])
         step = iter(range(10**6))
 
         def snapshot():
