@@ -23,6 +23,7 @@ from pathlib import Path
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.singleton import Singleton
 from hydra.core.utils import JobReturn, JobStatus, configure_log, filter_overrides, run_job, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
@@ -75,28 +76,26 @@ class BatchedLauncher(Launcher):
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        returns = [self._prepare_job(overrides, initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
-        groups = self._groups(returns)
+        jobs = [(list(overrides), initial_job_idx + i) for i, overrides in enumerate(job_overrides)]
+        for overrides, idx in jobs:
+            log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         if self.n_jobs == 1:
-            for group in groups:
+            returns = _prepare_jobs(self.hydra_context, self.config, jobs)
+            for group in self._groups(returns):
                 self._report(group, _train_group(*_configs_and_dirs(group)))
-        else:
-            with ProcessPoolExecutor(self.n_jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-                futures = {pool.submit(_train_group, *_configs_and_dirs(group)): group for group in groups}
-                for future in as_completed(futures):
-                    self._report(futures[future], future.result())
+            return returns
+        with ProcessPoolExecutor(self.n_jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_share_hydra_state, initargs=(Singleton.get_state()["instances"],)) as pool:
+            # Preparing a job (composing its config, writing .hydra/) takes a tenth of a second:
+            # the workers share it, in chunks small enough to keep them all busy.
+            size = -(-len(jobs) // (4 * self.n_jobs))
+            chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+            returns = [job for prepared in pool.map(_prepare_jobs, [self.hydra_context] * len(chunks),
+                                                    [self.config] * len(chunks), chunks) for job in prepared]
+            futures = {pool.submit(_train_group, *_configs_and_dirs(group)): group for group in self._groups(returns)}
+            for future in as_completed(futures):
+                self._report(futures[future], future.result())
         return returns
-
-    def _prepare_job(self, overrides: Sequence[str], idx: int) -> JobReturn:
-        log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-        sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
-        with open_dict(sweep_config):
-            sweep_config.hydra.job.id = idx
-            sweep_config.hydra.job.num = idx
-        job = run_job(hydra_context=self.hydra_context, task_function=_prepare, config=sweep_config,
-                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        return job
 
     def _groups(self, returns: list[JobReturn]) -> list[list[JobReturn]]:
         """Jobs to train, grouped by `group_key`; a job that resumes from a checkpoint trains alone
@@ -128,6 +127,28 @@ class BatchedLauncher(Launcher):
                 print(f"{metrics['task']} train_type={metrics['train_type']} seed={metrics['seed']}: "
                       f"test MSE {metrics['test_mse']:.3e} | connection cost {metrics['connection_cost']:.3f} | "
                       f"outputs in {run_dir}")
+
+
+def _share_hydra_state(instances: dict) -> None:
+    """Give a worker process the Hydra singletons of the launching one (config store, plugins, job
+    runtime), as Hydra's joblib launcher does; OmegaConf's resolvers are Hydra's standard ones."""
+    setup_globals()
+    Singleton._instances = instances
+
+
+def _prepare_jobs(hydra_context: HydraContext, config: DictConfig, jobs: list[tuple[list[str], int]]) -> list[JobReturn]:
+    """Prepare each (overrides, index) job as the basic launcher runs one, with `_prepare` as its task:
+    its own directory and `.hydra/`; its return value is its validated config and directory."""
+    returns = []
+    for overrides, idx in jobs:
+        sweep_config = hydra_context.config_loader.load_sweep_config(config, overrides)
+        with open_dict(sweep_config):
+            sweep_config.hydra.job.id = idx
+            sweep_config.hydra.job.num = idx
+        returns.append(run_job(hydra_context=hydra_context, task_function=_prepare, config=sweep_config,
+                               job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir"))
+        configure_log(config.hydra.hydra_logging, config.hydra.verbose)
+    return returns
 
 
 def _configs_and_dirs(group: list[JobReturn]) -> tuple[list[RunConfig], list[Path]]:
