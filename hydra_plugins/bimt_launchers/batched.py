@@ -68,9 +68,21 @@ class BatchedLauncher(Launcher):
         self.config: DictConfig | None = None
         self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
+        self.pool: ProcessPoolExecutor | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        if self.n_jobs > 1:
+            self.pool = self._start_pool()
+
+    def _start_pool(self) -> ProcessPoolExecutor:
+        """The worker processes, started now: they import torch and the engine while Hydra's sweeper
+        checks that every job's config composes (seconds, in a large sweep), before `launch`."""
+        pool = ProcessPoolExecutor(self.n_jobs, mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_share_hydra_state, initargs=(Singleton.get_state()["instances"],))
+        for _ in range(self.n_jobs):
+            pool.submit(int)  # a task to do makes the pool start a worker
+        return pool
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
@@ -84,8 +96,8 @@ class BatchedLauncher(Launcher):
             for group in self._groups(returns):
                 self._report(group, _train_group(*_configs_and_dirs(group)))
             return returns
-        with ProcessPoolExecutor(self.n_jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_share_hydra_state, initargs=(Singleton.get_state()["instances"],)) as pool:
+        pool, self.pool = self.pool or self._start_pool(), None  # a later launch (sweeper batch) starts anew
+        with pool:
             # Preparing a job (composing its config, writing .hydra/) takes a tenth of a second:
             # the workers share it, in chunks small enough to keep them all busy.
             size = -(-len(jobs) // (4 * self.n_jobs))
