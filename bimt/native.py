@@ -49,12 +49,12 @@ def _sigmoid(z):
 
 @jit(FASTMATH)
 def _forward(params, x, widths, offsets, acts, pres, sigmoids, r):
-    """Activations of replica r for inputs x (width0, n): acts[l] (width_l, n); returns the output layer."""
+    """Activations of replica r for inputs x (width0, n): acts[l] (width_l, n)."""
     depth = len(widths) - 1
     n = x.shape[1]
     for i in range(widths[0]):
         for s in range(n):
-            acts[r, 0, i, s] = x[i, s]
+            acts[0, i, s] = x[i, s]
     for layer in range(depth):
         n_in, n_out = widths[layer], widths[layer + 1]
         w0 = offsets[layer]
@@ -62,41 +62,40 @@ def _forward(params, x, widths, offsets, acts, pres, sigmoids, r):
         for o in range(n_out):
             bias = params[r, b0 + o]
             for s in range(n):
-                acts[r, layer + 1, o, s] = bias
+                acts[layer + 1, o, s] = bias
             for i in range(n_in):
                 w = params[r, w0 + o * n_in + i]
                 for s in range(n):
-                    acts[r, layer + 1, o, s] += w * acts[r, layer, i, s]
+                    acts[layer + 1, o, s] += w * acts[layer, i, s]
             if layer < depth - 1:
                 for s in range(n):
-                    z = acts[r, layer + 1, o, s]
+                    z = acts[layer + 1, o, s]
                     sig = _sigmoid(z)
-                    pres[r, layer, o, s] = z
-                    sigmoids[r, layer, o, s] = sig
-                    acts[r, layer + 1, o, s] = z * sig
-    return depth
+                    pres[layer, o, s] = z
+                    sigmoids[layer, o, s] = sig
+                    acts[layer + 1, o, s] = z * sig
 
 
 @jit(FASTMATH)
-def _mse(acts, y, depth, r):
+def _mse(output, y):
     total = 0.0
-    n_out, n = y.shape[1], y.shape[2]
+    n_out, n = y.shape
     for o in range(n_out):
         for s in range(n):
-            e = acts[r, depth, o, s] - y[r, o, s]
+            e = output[o, s] - y[o, s]
             total += e * e
     return total / (n_out * n)
 
 
 @jit(FASTMATH)
 def _backward(params, grad, y, widths, offsets, acts, pres, sigmoids, g, g_next, r):
-    """Gradient of replica r's MSE into grad[r] (the flat layout of params)."""
+    """Gradient of replica r's MSE on targets y (width_out, n) into grad[r] (the flat layout of params)."""
     depth = len(widths) - 1
-    n_out, n = y.shape[1], y.shape[2]
+    n_out, n = y.shape
     scale = np.float32(2.0 / (n_out * n))
     for o in range(n_out):
         for s in range(n):
-            g[o, s] = (acts[r, depth, o, s] - y[r, o, s]) * scale
+            g[o, s] = (acts[depth, o, s] - y[o, s]) * scale
     for layer in range(depth - 1, -1, -1):
         n_in, n_out = widths[layer], widths[layer + 1]
         w0 = offsets[layer]
@@ -109,7 +108,7 @@ def _backward(params, grad, y, widths, offsets, acts, pres, sigmoids, g, g_next,
             for i in range(n_in):
                 total = np.float32(0.0)
                 for s in range(n):
-                    total += g[o, s] * acts[r, layer, i, s]
+                    total += g[o, s] * acts[layer, i, s]
                 grad[r, w0 + o * n_in + i] = total
         if layer > 0:
             for i in range(n_in):
@@ -122,7 +121,7 @@ def _backward(params, grad, y, widths, offsets, acts, pres, sigmoids, g, g_next,
                         g_next[i, s] += w * g[o, s]
             for i in range(n_in):
                 for s in range(n):
-                    sig, z = sigmoids[r, layer - 1, i, s], pres[r, layer - 1, i, s]
+                    sig, z = sigmoids[layer - 1, i, s], pres[layer - 1, i, s]
                     g[i, s] = g_next[i, s] * sig * (1.0 + z * (1.0 - sig))
 
 
@@ -130,26 +129,29 @@ def _backward(params, grad, y, widths, offsets, acts, pres, sigmoids, g, g_next,
 def _train_steps(params, grad, exp_avg, exp_avg_sq, penalty, x, y, widths, offsets, count, adam_step,
                  lr, beta1, beta2, eps, weight_decay, losses):
     """Run up to `count` steps; losses[t, r] gets step t's train MSE. Returns the steps completed:
-    fewer than `count` when a loss is not finite (that step is not applied)."""
+    fewer than `count` when a loss is not finite (that step is not applied).
+
+    Each replica's forward and backward pass run back to back, so that its activations are still in
+    the cache; one set of buffers serves every replica. AdamW waits until every loss is known finite."""
     replicas, size = params.shape
     depth = len(widths) - 1
     width = 0
     for w in widths:
         width = max(width, w)
     n = x.shape[2]
-    acts = np.empty((replicas, depth + 1, width, n), dtype=np.float32)
-    pres = np.empty((replicas, max(depth - 1, 1), width, n), dtype=np.float32)
-    sigmoids = np.empty((replicas, max(depth - 1, 1), width, n), dtype=np.float32)
+    acts = np.empty((depth + 1, width, n), dtype=np.float32)
+    pres = np.empty((max(depth - 1, 1), width, n), dtype=np.float32)
+    sigmoids = np.empty((max(depth - 1, 1), width, n), dtype=np.float32)
     g = np.empty((width, n), dtype=np.float32)
     g_next = np.empty((width, n), dtype=np.float32)
     for t in range(count):
         finite = True
         for r in range(replicas):
             _forward(params, x[r], widths, offsets, acts, pres, sigmoids, r)
-            loss = _mse(acts, y, depth, r)
+            loss = _mse(acts[depth, : y.shape[1]], y[r])
             losses[t, r] = loss
-            if not math.isfinite(loss):
-                finite = False
+            finite = finite and math.isfinite(loss)
+            _backward(params, grad, y[r], widths, offsets, acts, pres, sigmoids, g, g_next, r)
         if not finite:
             return t
         step = adam_step + t + 1
@@ -159,7 +161,6 @@ def _train_steps(params, grad, exp_avg, exp_avg_sq, penalty, x, y, widths, offse
         b1, b2 = np.float32(1.0 - beta1), np.float32(beta2)
         one_minus_b2, e = np.float32(1.0 - beta2), np.float32(eps)
         for r in range(replicas):
-            _backward(params, grad, y, widths, offsets, acts, pres, sigmoids, g, g_next, r)
             for p in range(size):
                 value = params[r, p]
                 d = grad[r, p]
