@@ -19,10 +19,12 @@ FAILING = ["task=independence,feature_sharing", "model.in_fold=1,2", "train_type
            "schedule.boost=1e3", "schedule.boost_at=0.5", "steps=200", "snapshot_every=0"]
 
 
-@pytest.mark.parametrize("launcher", ["basic", "batched", "joblib", "submitit_local"])
-def test_a_failing_job_is_reported_and_the_others_complete(tmp_path, launcher):
+@pytest.mark.parametrize("launcher,options", [("basic", []), ("batched", []), ("batched", ["hydra.launcher.n_jobs=2"]),
+                                              ("joblib", []), ("submitit_local", [])])
+def test_a_failing_job_is_reported_and_the_others_complete(tmp_path, launcher, options):
+    """(The batched launcher with n_jobs=2 prepares and trains the jobs in its worker processes.)"""
     sweep = tmp_path / "sweep"
-    result = train_cli("-m", f"hydra/launcher={launcher}", *FAILING, f"hydra.sweep.dir={sweep}")
+    result = train_cli("-m", f"hydra/launcher={launcher}", *options, *FAILING, f"hydra.sweep.dir={sweep}")
     assert result.returncode != 0
     statuses = {}
     for run_dir in job_dirs(sweep):
