@@ -172,7 +172,8 @@ def main() -> int:
     parser.add_argument("--run-repeats", type=int, default=3, help="repeats for the median full-run timings")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--batched", default="1,50,150", help="replica counts K for the batched timings (comma-separated)")
-    parser.add_argument("--batched-steps", type=int, default=400, help="training steps per batched timing")
+    parser.add_argument("--batched-steps", type=int, default=1000,
+                        help="training steps per batched timing (enough to amortise building K replicas)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)

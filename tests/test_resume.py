@@ -13,7 +13,8 @@ import torch
 
 from conftest import REPO, read_events, train_cli
 
-RUN = ["task=feature_sharing", "steps=4000", "checkpoint_every=300", "log_every=100", "snapshot_every=1000"]
+STEPS = 20000  # long enough (a second or two) to be stopped between two checkpoints
+RUN = ["task=feature_sharing", f"steps={STEPS}", "checkpoint_every=300", "log_every=100", "snapshot_every=1000"]
 
 
 def metrics_without_timing(run_dir):
@@ -61,14 +62,14 @@ def test_sigkill_then_the_same_command_resumes_to_identical_results(uninterrupte
     process.wait()
     assert not (run_dir / "metrics.json").exists()
     killed_at = torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"]
-    assert 600 < killed_at < 4000
+    assert 600 < killed_at < STEPS
 
     result = train_cli(*RUN, f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr
     assert metrics_without_timing(run_dir) == metrics_without_timing(uninterrupted)
     assert scalar_steps_and_values(run_dir) == scalar_steps_and_values(uninterrupted)
     assert scalar_steps_and_values(run_dir, "cost/connection") == scalar_steps_and_values(uninterrupted, "cost/connection")
-    assert [image.step for image in read_events(run_dir).Images("network")] == list(range(0, 4001, 1000))
+    assert [image.step for image in read_events(run_dir).Images("network")] == list(range(0, STEPS + 1, 1000))
 
 
 def test_ctrl_c_saves_a_checkpoint_and_resume_finishes_identically(uninterrupted, tmp_path):

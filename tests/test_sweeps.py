@@ -77,6 +77,7 @@ def test_the_ablation_preset_is_every_task_train_type_and_ten_seeds_batched():
     assert params.train_type.split(",") == ["1", "2", "3", "4", "5"] and params.seed == "range(10)"
     assert config.hydra.mode.name == "MULTIRUN"
     assert config.hydra.launcher._target_.endswith("BatchedLauncher")
+    assert config.hydra.sweeper._target_.endswith("BatchedSweeper")
 
 
 def test_the_ablation_preset_runs_as_typed(tmp_path):

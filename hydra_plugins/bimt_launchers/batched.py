@@ -9,6 +9,11 @@ exactly what a single run writes. A job whose config is invalid or whose loss di
 the sweep then ends with a non-zero exit code, after every other job has finished.
 
     python train.py -m hydra/launcher=batched task=independence train_type=1,2,3,4,5 'seed=range(10)'
+
+`hydra/sweeper=batched` is Hydra's basic sweeper without its up-front composition of every job's
+config: this launcher composes each job anyway (in its worker processes, when `n_jobs` > 1), and a
+job that does not compose fails the sweep there, before anything trains, as in the sweeper. On a
+large sweep that saves a serial tenth of a second per job (15 s of the 150-job ablation preset).
 """
 
 
@@ -20,7 +25,9 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Optional
 
+from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.singleton import Singleton
@@ -44,7 +51,23 @@ class BatchedLauncherConf:
     n_jobs: int = 1  # groups trained at once, each in a process of its own (e.g. one per core)
 
 
+@dataclass
+class BatchedSweeperConf:
+    _target_: str = "hydra_plugins.bimt_launchers.batched.BatchedSweeper"
+    max_batch_size: Optional[int] = None  # as the basic sweeper's: jobs handed to the launcher at once
+    params: Optional[dict[str, str]] = None
+
+
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="bimt")
+ConfigStore.instance().store(group="hydra/sweeper", name="batched", node=BatchedSweeperConf, provider="bimt")
+
+
+class BatchedSweeper(BasicSweeper):
+    """Hydra's basic sweeper, minus the check that every job's config composes: the batched launcher
+    composes each job itself, and fails the sweep on one that does not, before training starts."""
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        pass
 
 
 def _prepare(cfg: DictConfig) -> tuple[RunConfig, Path] | dict:
