@@ -103,7 +103,7 @@ def _candidate_costs(
     weights before biases, in float32.
     """
     index = swap_candidates(model, layer, j)
-    cost = torch.zeros(model.replicas, 1, device=j.device)
+    cost = torch.zeros(len(j), 1, device=j.device)
     for i, (weight, bias, price) in enumerate(zip(weights, biases, prices)):
         if i == layer - 1:  # the layer's incoming weights: rows move, with their biases
             weight_term = (_rearranged(weight, index, 1).abs() * price).sum(dim=(2, 3))
@@ -218,8 +218,12 @@ def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: 
             order[:] = np.arange(n)
             for i in set(range(model.depth)) - {layer - 1, layer}:
                 terms[i] = terms[i] or _cost_term(model, weights[i], biases[i], prices[i])
-            exact = _candidate_costs(model, weights, biases, prices, terms, layer, torch.as_tensor(top[:, t]))
-            best = np.where(tied, exact.argmin(dim=1).numpy(), best)
+            rows = np.flatnonzero(tied)  # only these replicas need the literal sums
+            ties = torch.from_numpy(rows)
+            exact = _candidate_costs(model, [weight[ties] for weight in weights], [bias[ties] for bias in biases],
+                                     prices, [term and (term[0][ties], term[1][ties]) for term in terms], layer,
+                                     torch.from_numpy(top[rows, t]))
+            best[rows] = exact.argmin(dim=1).numpy()
             _apply_swaps(placement, order, top[:, t], best, keep)
             t = _greedy_swaps(placement, order, top, margin, keep, t + 1, best, tied)
         _move(model, layer, order, moments)
