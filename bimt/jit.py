@@ -25,6 +25,8 @@ def jit(fastmath: set[str] | bool = False) -> Callable[[Callable], Callable]:
     vectorising any loop that divides."""
 
     def decorate(function: Callable) -> Callable:
-        return numba.njit(cache=True, fastmath=fastmath, nogil=True, error_model="numpy")(function) if numba is not None else function
+        if numba is None:
+            return function
+        return numba.njit(cache=True, fastmath=fastmath, nogil=True, error_model="numpy")(function)
 
     return decorate

@@ -228,8 +228,8 @@ class NativeEngine:
         losses = np.empty((count, self.params.shape[0]), dtype=np.float32)
         done = _train_steps(self.params, self.grad, optimizer.exp_avg.numpy(), optimizer.exp_avg_sq.numpy(),
                             self.penalties[penalize_bias], self.train_x, self.train_y, self.data.train_x.shape[1],
-                            self.widths, self.offsets, count, optimizer.steps, optimizer.lr, optimizer.betas[0], optimizer.betas[1],
-                            optimizer.eps, optimizer.weight_decay, losses)
+                            self.widths, self.offsets, count, optimizer.steps, optimizer.lr, optimizer.betas[0],
+                            optimizer.betas[1], optimizer.eps, optimizer.weight_decay, losses)
         optimizer.steps += done
         return done, torch.from_numpy(losses[: done + (done < count)])
 
