@@ -12,7 +12,8 @@ import io
 import json
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -129,21 +130,23 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp")
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary name beside `path` to write to; renamed to `path` once written, so that a reader
+    sees the old file or the new one, never half of one."""
+    temporary = path.with_name(f".{path.name}.tmp")
+    yield temporary
+    os.replace(temporary, path)
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    """Write JSON through a temporary file and a rename, so a reader never sees half a file."""
-    temporary = _temporary(path)
-    temporary.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        temporary.write_text(json.dumps(data, indent=2) + "\n")
 
 
 def save_figure_atomic(path: Path, figure: Figure) -> None:
-    temporary = _temporary(path)
-    figure.savefig(temporary, format=path.suffix.lstrip("."), bbox_inches="tight")
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        figure.savefig(temporary, format=path.suffix.lstrip("."), bbox_inches="tight")
 
 
 def add_image(writer: SummaryWriter, tag: str, rgb: np.ndarray, step: int) -> None:
@@ -188,20 +191,17 @@ def save_checkpoint(
     replicas = model.replicas
     optimizer_state = replica_state(optimizer.state_dict(), replica, replicas)
     log_every = config["log_every"]
-    temporary = _temporary(path)
-    torch.save(
-        {
-            "model": replica_state(model.state_dict(), replica, replicas),
-            "shape": list(model.shape),
-            "optimizer": optimizer_state,
-            "step": steps_done,
-            "tensorboard_step": (steps_done - 1) // log_every * log_every,
-            "config": config,
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-        },
-        temporary,
-    )
-    os.replace(temporary, path)
+    state = {
+        "model": replica_state(model.state_dict(), replica, replicas),
+        "shape": list(model.shape),
+        "optimizer": optimizer_state,
+        "step": steps_done,
+        "tensorboard_step": (steps_done - 1) // log_every * log_every,
+        "config": config,
+        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+    }
+    with atomic_path(path) as temporary:
+        torch.save(state, temporary)
 
 
 def load_checkpoint(path: Path, model: BioMLP, optimizer: AdamW) -> int:
@@ -236,7 +236,6 @@ def save_figures(run_dir: Path, figures: dict[str, Figure]) -> dict[str, np.ndar
     """
     images = {name: figure_to_array(figure) for name, figure in figures.items()}
     for name, rgb in images.items():
-        temporary = _temporary(run_dir / f"{name}.png")
-        Image.fromarray(rgb).save(temporary, format="PNG")
-        os.replace(temporary, run_dir / f"{name}.png")
+        with atomic_path(run_dir / f"{name}.png") as temporary:
+            Image.fromarray(rgb).save(temporary, format="PNG")
     return images

@@ -86,8 +86,11 @@ class BioMLP(nn.Module):
         return flat[:, start:middle].view(-1, n_out, n_in), flat[:, middle : middle + n_out]
 
     def replica_subset(self, replicas: Sequence[int]) -> BioMLP:
-        """A copy holding only the given replicas (parameters and permutations), in that order."""
-        subset = copy.deepcopy(self)
+        """A copy holding only the given replicas (parameters and permutations), in that order.
+
+        The replica-indexed tensors are left out of the deep copy (the memo hands back the originals,
+        then they are replaced), so a subset costs its own size, not the whole batch's."""
+        subset = copy.deepcopy(self, memo={id(tensor): tensor for tensor in (self.params, self.in_perm, self.out_perm)})
         index = torch.as_tensor(list(replicas), device=self.params.device)
         subset.params = nn.Parameter(self.params.detach()[index].clone())
         subset.in_perm, subset.out_perm = self.in_perm[index].clone(), self.out_perm[index].clone()
