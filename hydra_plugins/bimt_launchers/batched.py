@@ -89,12 +89,12 @@ class BatchedLauncher(Launcher):
                 raise ValueError(f"hydra.launcher.{key}={value} is not allowed; it must be >= 1")
         self.max_batch, self.n_jobs = max_batch, n_jobs
         self.config: DictConfig | None = None
-        self.task_function: TaskFunction | None = None
         self.hydra_context: HydraContext | None = None
         self.pool: ProcessPoolExecutor | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        """(`task_function` is not called: each job's task here is `_prepare`, and training is by group.)"""
+        self.config, self.hydra_context = config, hydra_context
         if self.n_jobs > 1:
             self.pool = self._start_pool()
 
