@@ -1,11 +1,12 @@
 """The eager engine: one training step's forward and backward written out in torch.
 
 A BIMT network is so small that autograd's graph bookkeeping costs more than the arithmetic. This
-engine calls, in the same order, the kernels autograd would call for `mse + lambda * cost` (baddbmm,
-SiLU, the transposed bmm products, silu_backward, sign), keeps the activations itself and writes
-the gradients into the flat parameters' `.grad`; `bimt.optim.AdamW` then steps all of them at once.
-The numbers are bit for bit those of autograd and torch's AdamW (the fidelity tests hold it to the
-literal algorithm).
+engine calls, in the same order, the kernels autograd calls for `mse + lambda * cost` on `nn.Linear`
+layers (addmm, SiLU, the transposed mm products, silu_backward, sign), keeps the activations itself
+and writes the gradients into the flat parameters' `.grad`; `bimt.optim.AdamW` then steps all of
+them at once. For one replica these are the very 2-D kernels, so a single run is bit for bit the
+literal algorithm on any CPU (the fidelity tests hold it to that). Several replicas run the batched
+`baddbmm`/`bmm` instead, which MKL may round differently on some CPUs: within measured tolerances.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bimt.model import BioMLP
+from bimt.model import BioMLP, linear
 from bimt.optim import AdamW
 from bimt.tasks import Dataset
 
@@ -30,6 +31,21 @@ def connection_penalties(model: BioMLP, prices: list[torch.Tensor], lam: torch.T
     for bias in biases:
         bias.copy_((lam[:, None] * model.l0).expand_as(bias))
     return {False: without_biases, True: penalty}
+
+
+def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """(R, out, in) gradient of a `linear` layer's weights from its output gradient (R, n, out) and
+    input (R, n, in): for one replica `grad^T mm x`, what autograd computes for `nn.Linear`."""
+    if x.shape[0] == 1:
+        return grad[0].t().mm(x[0])[None]
+    return torch.bmm(grad.transpose(1, 2), x)
+
+
+def input_gradient(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(R, n, in) gradient of a `linear` layer's input: for one replica `grad mm weight`, as autograd."""
+    if grad.shape[0] == 1:
+        return grad[0].mm(weight[0])[None]
+    return torch.bmm(grad, weight)
 
 
 @torch.no_grad()
@@ -85,7 +101,7 @@ class EagerEngine:
         x, self.inputs, self.pre_activations = self.train_x, [], []
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             self.inputs.append(x)
-            x = torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
+            x = linear(x, weight, bias)
             if i < self.model.depth - 1:
                 self.pre_activations.append(x)
                 x = F.silu(x)
@@ -99,10 +115,10 @@ class EagerEngine:
         """Gradients of the last `train_mse` plus lambda * cost, then one optimizer step."""
         grad = torch.gather(self.error * 2.0 * self.mean_scale, 2, self.train_feature)
         for i in reversed(range(self.model.depth)):
-            self.weight_grads[i].copy_(torch.bmm(self.inputs[i].transpose(1, 2), grad).transpose(1, 2))
+            self.weight_grads[i].copy_(weight_gradient(grad, self.inputs[i]))
             self.bias_grads[i].copy_(grad.sum(dim=1))
             if i > 0:
-                grad = torch.ops.aten.silu_backward(torch.bmm(grad, self.weights[i]), self.pre_activations[i - 1])
+                grad = torch.ops.aten.silu_backward(input_gradient(grad, self.weights[i]), self.pre_activations[i - 1])
         if self.penalties:
             self.flat_grad.addcmul_(self.penalties[penalize_bias], self.flat.sign())
         self.optimizer.step()

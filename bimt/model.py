@@ -136,14 +136,18 @@ class BioMLP(nn.Module):
         """(R, out): the position that computes each output feature."""
         return torch.argsort(self.out_perm, dim=1)
 
-    def forward_positions(self, x: torch.Tensor, output_order: torch.Tensor) -> torch.Tensor:
+    def forward_positions(self, x: torch.Tensor, output_order: torch.Tensor, replica: int | None = None) -> torch.Tensor:
         """The network on inputs already in position order (`to_positions`); outputs in feature order.
 
         Training calls this with inputs and `output_order` rearranged once per relocation, instead
-        of rearranging on every step; the numbers are the same.
+        of rearranging on every step; the numbers are the same. With `replica`, only that replica
+        runs (x and output_order then hold it alone, R = 1), with the kernels of a single run.
         """
-        for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
+        weights, biases = self.weights, self.biases
+        if replica is not None:
+            weights, biases = [w[replica : replica + 1] for w in weights], [b[replica : replica + 1] for b in biases]
+        for i, (weight, bias) in enumerate(zip(weights, biases)):
+            x = linear(x, weight, bias)
             if i < self.depth - 1:
                 x = F.silu(x)
         return torch.gather(x, 2, output_order[:, None, :].expand(-1, x.shape[1], -1))
@@ -151,6 +155,18 @@ class BioMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map inputs (R, B, in) or (B, in), in feature order, to outputs (R, B, out) in feature order."""
         return self.forward_positions(self.to_positions(x), self.output_order())
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """`x @ weight^T + bias` for every replica: x (R, n, in), weight (R, out, in), bias (R, out).
+
+    One replica runs the 2-D `addmm` that `nn.Linear` runs, so a single run computes the reference
+    notebook's bits on any CPU. Several run one `baddbmm`: MKL picks its kernels per CPU, and they
+    may round differently from `addmm` (see the README's "Faithfulness").
+    """
+    if x.shape[0] == 1:
+        return torch.addmm(bias[0], x[0], weight[0].t())[None]
+    return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
 
 
 def _default_linear_init(shape: Sequence[int], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

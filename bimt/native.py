@@ -18,7 +18,7 @@ import math
 import numpy as np
 import torch
 
-from bimt.engine import connection_penalties, test_mse
+from bimt.engine import connection_penalties
 from bimt.jit import available, jit
 from bimt.model import BioMLP
 from bimt.optim import AdamW
@@ -126,6 +126,30 @@ def _backward(params, grad, y, samples, widths, offsets, acts, pres, sigmoids, g
                     g[i, s] = g_next[i, s] * sig * (1.0 + z * (1.0 - sig))
 
 
+@jit()
+def _activation_buffers(widths, n):
+    """What `_forward` fills for n samples: activations, pre-activations and sigmoids per layer."""
+    depth = len(widths) - 1
+    width = 0
+    for w in widths:
+        width = max(width, w)
+    acts = np.empty((depth + 1, width, n), dtype=np.float32)
+    pres = np.empty((max(depth - 1, 1), width, n), dtype=np.float32)
+    sigmoids = np.empty((max(depth - 1, 1), width, n), dtype=np.float32)
+    return acts, pres, sigmoids
+
+
+@jit(FASTMATH)
+def _mse_per_replica(params, x, y, samples, widths, offsets, losses):
+    """losses[r]: replica r's MSE on the first `samples` columns of x and y, with the training
+    step's own forward pass and sum, so that it does not depend on how many replicas there are."""
+    depth = len(widths) - 1
+    acts, pres, sigmoids = _activation_buffers(widths, x.shape[2])
+    for r in range(params.shape[0]):
+        _forward(params, x[r], widths, offsets, acts, pres, sigmoids, r)
+        losses[r] = _mse(acts[depth, : y.shape[1]], y[r], samples)
+
+
 @jit(FASTMATH)
 def _train_steps(params, grad, exp_avg, exp_avg_sq, penalty, x, y, samples, widths, offsets, count, adam_step,
                  lr, beta1, beta2, eps, weight_decay, losses):
@@ -137,15 +161,9 @@ def _train_steps(params, grad, exp_avg, exp_avg_sq, penalty, x, y, samples, widt
     the cache; one set of buffers serves every replica. AdamW waits until every loss is known finite."""
     replicas, size = params.shape
     depth = len(widths) - 1
-    width = 0
-    for w in widths:
-        width = max(width, w)
-    n = x.shape[2]
-    acts = np.empty((depth + 1, width, n), dtype=np.float32)
-    pres = np.empty((max(depth - 1, 1), width, n), dtype=np.float32)
-    sigmoids = np.empty((max(depth - 1, 1), width, n), dtype=np.float32)
-    g = np.empty((width, n), dtype=np.float32)
-    g_next = np.empty((width, n), dtype=np.float32)
+    acts, pres, sigmoids = _activation_buffers(widths, x.shape[2])
+    g = np.empty(acts.shape[1:], dtype=np.float32)
+    g_next = np.empty(acts.shape[1:], dtype=np.float32)
     for t in range(count):
         finite = True
         for r in range(replicas):
@@ -210,12 +228,12 @@ class NativeEngine:
     def relocated(self) -> None:
         """Inputs in position order and targets in output-position order, both feature-major and
         padded with zero samples to a multiple of SAMPLE_BLOCK."""
-        model, data = self.model, self.data
-        positions = model.out_perm[:, None, :].expand(-1, data.train_y.shape[1], -1)
-        self.train_x, self.train_y = (
-            _feature_major_padded(samples)
-            for samples in (model.to_positions(data.train_x), torch.gather(data.train_y, 2, positions)))
-        self.test_x, self.test_order = model.to_positions(data.test_x), model.output_order()
+        self.train_x, self.train_y = self._in_positions(self.data.train_x, self.data.train_y)
+        self.test_x, self.test_y = self._in_positions(self.data.test_x, self.data.test_y)
+
+    def _in_positions(self, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        positions = self.model.out_perm[:, None, :].expand(-1, y.shape[1], -1)
+        return _feature_major_padded(self.model.to_positions(x)), _feature_major_padded(torch.gather(y, 2, positions))
 
     def set_lambda(self, lam: torch.Tensor) -> None:
         penalties = connection_penalties(self.model, self.prices, lam)
@@ -234,4 +252,9 @@ class NativeEngine:
         return done, torch.from_numpy(losses[: done + (done < count)])
 
     def test_mse(self) -> torch.Tensor:
-        return test_mse(self.model, self.test_x, self.test_order, self.data.test_y)
+        """Each replica's test MSE, computed natively as its training loss is: it does not depend
+        on the other replicas of the batch (a batched torch product would: MKL's kernels differ)."""
+        losses = np.empty(self.params.shape[0], dtype=np.float32)
+        _mse_per_replica(self.params, self.test_x, self.test_y, self.data.test_x.shape[1], self.widths, self.offsets,
+                         losses)
+        return torch.from_numpy(losses)

@@ -93,8 +93,13 @@ def make_optimizer(model: BioMLP, settings: TrainSettings) -> AdamW:
 
 
 def mse(model: BioMLP, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of every replica on (R, n, d) data, shape (R,)."""
-    return ((model(x) - y) ** 2).mean(dim=(1, 2))
+    """Mean squared error of every replica on (R, n, d) data, shape (R,).
+
+    Each replica is computed on its own, with a single run's kernels: a job's final metrics do not
+    depend on the batch it trained in (a batched product may round differently on some CPUs)."""
+    x, order = model.to_positions(x), model.output_order()
+    return torch.cat([((model.forward_positions(x[r : r + 1], order[r : r + 1], r) - y[r : r + 1]) ** 2).mean(dim=(1, 2))
+                      for r in range(model.replicas)])
 
 
 @torch.no_grad()

@@ -1,7 +1,11 @@
 """The native engine computes what the eager engine (bit for bit the literal algorithm) computes.
 
-Its sums run in another order, so values agree to float32 rounding, amplified after the lambda
-boost as for the golden files (see test_fidelity); the swaps must be the same.
+Its sums run in another order (and numba vectorises them for the host CPU), so values agree to float32
+rounding, amplified after the lambda boost; the swaps must be the same. Measured by
+`scripts/kernel_paths.py` on every MKL_CBWR branch and numba vector width (128, 256, 512 bits) of the
+CI machine: at most 2.3e-7 (relative) before the boost and 6.6e-3 after it. The tolerances are 1e-5
+and 2e-2. Within the native engine, each replica's training, train loss and test loss run in the
+same compiled code whatever the batch holds, so batched replicas equal their single runs bit for bit.
 """
 
 from __future__ import annotations
@@ -45,12 +49,12 @@ def test_native_engine_matches_the_eager_engine(task_name, train_type):
     native_model, native, result = run(task_name, [seed], [train_type], "native")
     assert result.status == "completed" and sorted(native) == sorted(eager)
     for step, row in eager.items():
-        tolerance = 1e-4 if step < STEPS // 4 else 1e-2
+        tolerance = 1e-5 if step < STEPS // 4 else 2e-2
         for tag, values in row.items():
             assert native[step][tag][0] == pytest.approx(values[0], rel=tolerance, abs=1e-9), (step, tag)
     assert torch.equal(native_model.in_perm, eager_model.in_perm)
     assert torch.equal(native_model.out_perm, eager_model.out_perm)
-    torch.testing.assert_close(native_model.params, eager_model.params, rtol=0, atol=1e-2)
+    torch.testing.assert_close(native_model.params, eager_model.params, rtol=0, atol=2e-2)
 
 
 def test_native_replicas_in_a_batch_equal_their_single_runs_bit_for_bit():

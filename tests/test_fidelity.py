@@ -1,12 +1,15 @@
 """Fidelity: the runner computes what the reference notebook computes.
 
 Two references. The literal algorithm in `reference.py`, run here side by side, must be matched
-bit for bit (same kernels on the same machine). The golden files in `data/` were recorded by the
-notebook's own code on another machine; there the float rounding of the CPU kernels differs, and
-once lambda is boosted the L1 dynamics amplify those last-bit differences: the notebook's code run
-unchanged on this project's CI machine deviates from its own golden files by up to 4.3e-3 (relative)
-after step ~370, while agreeing to 3e-7 before. So the golden check is 1e-4 (relative) up to the
-lambda boost, 1e-2 after it, and exact for the final permutations.
+bit for bit by a single eager run: both call the same 2-D kernels (addmm, mm, as autograd calls them
+for nn.Linear) in the same order, so this holds on any CPU. The golden files in `data/` were
+recorded by the notebook's own code on another machine, whose kernels round differently; once lambda
+is boosted the L1 dynamics amplify those last-bit differences. Measured: the notebook's code run on
+this project's CI machine deviates from its golden files by up to 4.3e-3 (relative) after the boost
+and 3e-7 before; the default native engine deviates from the eager one by up to 2.3e-7 before and
+6.6e-3 after (`scripts/kernel_paths.py`, every MKL_CBWR branch and numba vector width of that
+machine). So the golden check is 1e-4 before the boost and 2e-2 after it (the two added, with room),
+and exact for the final permutations.
 """
 
 from __future__ import annotations
@@ -75,21 +78,23 @@ def test_multirun_reproduces_the_golden_figures(golden_sweep, task_name, train_t
     boost_step = golden["steps"] // 4
     assert sorted(logged["loss/train"]) == [row["step"] for row in golden["log"]]
     for row in golden["log"]:
-        tolerance = 1e-4 if row["step"] < boost_step else 1e-2
+        tolerance = 1e-4 if row["step"] < boost_step else 2e-2
         for field, tag in GOLDEN_TAGS.items():
             assert logged[tag][row["step"]] == pytest.approx(row[field], rel=tolerance), (field, row["step"])
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["in_perm"] == golden["in_perm"]
     assert metrics["out_perm"] == golden["out_perm"]
-    assert metrics["test_mse"] == pytest.approx(golden["final_test_mse"], rel=1e-2)
-    assert metrics["connection_cost"] == pytest.approx(golden["final_cc"], rel=1e-2)
+    assert metrics["test_mse"] == pytest.approx(golden["final_test_mse"], rel=2e-2)
+    assert metrics["connection_cost"] == pytest.approx(golden["final_cc"], rel=2e-2)
     assert abs(metrics["n_active_weights"] - golden["n_weights_above_1e2"]) <= 2
 
 
 def test_replica_r_of_a_batched_run_equals_the_single_run():
     """Three replicas (different seeds and train types) trained in lockstep compute what each computes
-    alone: the same swaps, and the same values up to the last bits that a batched matrix product may
-    round differently (amplified after the lambda boost, like the golden files' differences)."""
+    alone: the same swaps, and the same values up to the last bits that a batched matrix product
+    (baddbmm, bmm) rounds differently from the single run's addmm and mm on some CPUs, amplified after
+    the lambda boost. Measured by `scripts/kernel_paths.py` over every MKL_CBWR branch: at most 2.6e-7
+    before the boost and 6.3e-4 after; the tolerances are 1e-5 and 1e-2."""
     task = TASKS["independence"]
     plan = [(0, 5), (1, 2), (2, 4)]  # (seed, train_type)
     steps, settings = 600, TrainSettings(600, log_every=10, progress=False)

@@ -1,0 +1,163 @@
+#!/usr/bin/env python
+"""Measure how far the engines' numbers move with the CPU's kernels, and run the float tests on each path.
+
+MKL picks its matrix kernels per CPU (and `MKL_CBWR` forces one branch); numba compiles for the host
+CPU (and `NUMBA_CPU_NAME`/`NUMBA_CPU_FEATURES` force another vector width). For each such kernel
+path this script, in a child process with that environment:
+  - measures, over 600 steps of every train type and task at the paper's settings, the largest
+    relative difference of every logged value (train, test, total loss, cost) between
+      eager single run   and the literal algorithm (tests/reference.py): 0 by construction;
+      native             and eager (single runs);
+      eager batched      (replicas of different seeds and train types) and each replica alone;
+      native batched     and each replica alone: 0 by construction;
+    before the lambda boost and after it, and whether the final permutations are the same;
+  - with `--tests`, runs the float-sensitive tests (test_fidelity.py, test_engines.py).
+The tolerances in those tests come from these figures (see their docs).
+
+    python scripts/kernel_paths.py            # every path this CPU supports
+    python scripts/kernel_paths.py --tests    # and the tests under each
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+STEPS = 600  # lambda boost at 150, decay and biases at 450, relocations after 199, 399 and 599
+CASES = [("independence", t) for t in range(1, 6)] + [("feature_sharing", 5), ("compositionality", 5)]
+
+
+def kernel_paths() -> dict[str, dict[str, str]]:
+    """The environments to compare: MKL's branches this CPU can run, and numba's vector widths."""
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    paths = {"default": {}, "MKL_CBWR=COMPATIBLE": {"MKL_CBWR": "COMPATIBLE"}}
+    for branch, flag in (("SSE4_2", "sse4_2"), ("AVX", " avx "), ("AVX2", "avx2"), ("AVX512", "avx512f")):
+        if flag in flags:
+            paths[f"MKL_CBWR={branch}"] = {"MKL_CBWR": branch}
+    paths["NUMBA_CPU_NAME=generic (128-bit)"] = {"NUMBA_CPU_NAME": "generic"}
+    if "avx2" in flags:
+        paths["NUMBA_CPU_NAME=haswell (256-bit)"] = {"NUMBA_CPU_NAME": "haswell"}
+    if "avx512f" in flags:
+        import llvmlite.binding as llvm
+
+        llvm.initialize_native_target()
+        features = llvm.get_host_cpu_features().flatten()
+        paths["numba 512-bit vectors"] = {"NUMBA_CPU_NAME": "skylake-avx512",
+                                          "NUMBA_CPU_FEATURES": features + ",-prefer-256-bit"}
+    return paths
+
+
+def measure() -> dict[str, dict[str, float]]:
+    """The largest relative differences of this process's kernel path (see the module doc)."""
+    import torch
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from bimt import BioMLP, ReplicaSettings, Schedule, TrainSettings, make_dataset, train
+    from bimt.run import stack_datasets
+    from bimt.tasks import TASKS
+    from reference import PAPER, literal_model, literal_train
+
+    torch.set_num_threads(1)
+
+    class Recorder:
+        def __init__(self):
+            self.rows = {}
+
+        def scalars(self, step, values):
+            self.rows[step] = {tag: value.tolist() for tag, value in values.items()}
+
+        def snapshot(self, step, model):
+            pass
+
+        def checkpoint(self, steps_done, model, optimizer):
+            pass
+
+    def switches(types):
+        return ReplicaSettings(l1=torch.tensor([t > 1 for t in types]),
+                               locality=torch.tensor([1.0 if t in (3, 5) else 0.0 for t in types]),
+                               swap=torch.tensor([t >= 4 for t in types]))
+
+    def run(task_name, seeds, types, engine):
+        _, hidden, boost, decay = PAPER[task_name]
+        task = TASKS[task_name]
+        model = BioMLP([task.inputs, *hidden, task.outputs], seeds)
+        data = stack_datasets([make_dataset(task, seed) for seed in seeds], torch.device("cpu"))
+        recorder = Recorder()
+        train(model, data, switches(types), Schedule(boost=boost, decay=decay),
+              TrainSettings(STEPS, log_every=10, progress=False, engine=engine), recorder)
+        return model, recorder.rows
+
+    worst: dict[str, dict[str, float]] = {}
+
+    def compare(name, rows, expected, r=0, r_expected=0, same_perms=True):
+        entry = worst.setdefault(name, {"before_boost": 0.0, "after_boost": 0.0, "same_permutations": True})
+        for step, row in expected.items():
+            phase = "before_boost" if step < STEPS // 4 else "after_boost"
+            for tag, values in row.items():
+                ours, theirs = rows[step][tag][r], values[r_expected]
+                difference = abs(ours - theirs) / max(abs(theirs), 1e-12)
+                entry[phase] = max(entry[phase], difference)
+        entry["same_permutations"] = entry["same_permutations"] and same_perms
+
+    def perms(model, r):
+        return model.in_perm[r].tolist(), model.out_perm[r].tolist()
+
+    for task_name, train_type in CASES:
+        seed, hidden, boost, decay = PAPER[task_name]
+        task = TASKS[task_name]
+        literal = literal_model([task.inputs, *hidden, task.outputs], seed)
+        expected = literal_train(literal, make_dataset(task, seed), train_type, STEPS, 10, boost, decay)
+        eager_model, eager = run(task_name, [seed], [train_type], "eager")
+        literal_rows = {step: dict(zip(("loss/train", "loss/test", "cost/connection"), ([v] for v in values)))
+                        for step, values in expected.items()}
+        literal_perms = literal.in_perm.long().tolist(), literal.out_perm.long().tolist()
+        compare("eager single vs literal", eager, literal_rows, same_perms=perms(eager_model, 0) == literal_perms)
+        native_model, native = run(task_name, [seed], [train_type], "native")
+        compare("native vs eager", native, eager, same_perms=perms(native_model, 0) == perms(eager_model, 0))
+
+    plan = [(0, 5), (1, 2), (2, 4), (0, 1)]  # (seed, train_type) of the batched replicas
+    for engine in ("eager", "native"):
+        batched_model, batched = run("independence", [s for s, _ in plan], [t for _, t in plan], engine)
+        for r, (seed, train_type) in enumerate(plan):
+            single_model, single = run("independence", [seed], [train_type], engine)
+            compare(f"{engine} batched vs single", batched, single, r=r,
+                    same_perms=perms(batched_model, r) == perms(single_model, 0))
+    return worst
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tests", action="store_true", help="also run the float-sensitive tests on each path")
+    parser.add_argument("--measure-here", action="store_true", help=argparse.SUPPRESS)  # the child's entry
+    args = parser.parse_args()
+    if args.measure_here:
+        print(json.dumps(measure()))
+        return 0
+    failed = False
+    for name, extra in kernel_paths().items():
+        env = {**os.environ, **extra}
+        child = subprocess.run([sys.executable, __file__, "--measure-here"], env=env, capture_output=True, text=True,
+                               cwd=REPO)
+        if child.returncode != 0:
+            print(f"{name}: measurement failed\n{child.stderr}")
+            failed = True
+            continue
+        print(f"\n{name}")
+        for comparison, entry in json.loads(child.stdout.splitlines()[-1]).items():
+            print(f"  {comparison:26} before boost {entry['before_boost']:.1e}  after boost {entry['after_boost']:.1e}"
+                  f"  same permutations: {entry['same_permutations']}")
+        if args.tests:
+            tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_fidelity.py", "tests/test_engines.py"],
+                                   env=env, capture_output=True, text=True, cwd=REPO)
+            print(f"  tests: {tests.stdout.strip().splitlines()[-1]}")
+            failed = failed or tests.returncode != 0
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
