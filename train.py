@@ -17,10 +17,17 @@ from hydra.types import RunMode
 from omegaconf import DictConfig
 
 from bimt.analysis import format_dependencies
-from bimt.cli import check_configs, check_group_choices, check_launcher, fail, quote_formulas, resume_overrides
+from bimt.cli import (
+    check_configs,
+    check_group_choices,
+    check_launcher,
+    fail,
+    quote_formulas,
+    resume_overrides,
+)
 from bimt.config import ConfigError, load_config, resolve_task
 from bimt.logging import METRICS, read_status
-from bimt.run import Diverged, config_for_run_dir, run
+from bimt.run import Diverged, config_for_run_dir, resume_command, run
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 DIVERGED, INTERRUPTED = 3, 130
@@ -42,7 +49,7 @@ def main(cfg: DictConfig) -> dict:
     except Diverged as error:
         fail(str(error), code=DIVERGED, in_sweep=in_sweep)
     if metrics["status"] == "interrupted":
-        print(f"interrupted after step {metrics['step']}; continue with: python train.py resume={run_dir}",
+        print(f"interrupted after step {metrics['step']}; continue with: {resume_command(run_dir)}",
               file=sys.stderr)
         if not in_sweep:
             sys.exit(INTERRUPTED)

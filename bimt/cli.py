@@ -84,11 +84,19 @@ def fail(message: str, run_dir: Path | None = None, code: int = USAGE_ERROR, in_
 
 def resume_overrides(argv: Sequence[str]) -> list[str]:
     """`resume=DIR` continues the run in DIR: it becomes the run directory, and Hydra leaves that
-    run's recorded config (DIR/.hydra) as it is."""
-    for arg in argv:
+    run's recorded config (DIR/.hydra) as it is.
+
+    DIR is passed to Hydra quoted: a multirun's job directory (`seed=0,train_type=5`) would
+    otherwise read as a sweep over several values."""
+    for i, arg in enumerate(argv):
         if arg.startswith("resume=") and arg != "resume=null":
-            return [*argv, f"hydra.run.dir={arg.removeprefix('resume=')}", "hydra.output_subdir=null"]
+            directory = arg.removeprefix("resume=")
+            if not directory.startswith(("'", '"')):
+                directory = "'" + directory.replace("'", "\\'") + "'"
+            return [*argv[:i], f"resume={directory}", *argv[i + 1 :], f"hydra.run.dir={directory}",
+                    "hydra.output_subdir=null"]
     return list(argv)
+
 
 
 def group_options(conf_dir: Path, group: str) -> list[str]:

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import random
+import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,8 +34,9 @@ from bimt.tasks import Task
 class RunLogger:
     """Scalars, network snapshots and checkpoints of every replica, each into its own run directory.
 
-    `titles` head each replica's network pictures. `purge_step` (when resuming) tells TensorBoard to
-    drop what an earlier process logged from that step on, so a resumed run shows no duplicated points.
+    `titles` head each replica's network pictures. `purge_step`, the step training starts from,
+    tells TensorBoard to drop what an earlier process logged from that step on (a killed run's
+    points past its checkpoint), so a resumed run shows no duplicated points.
     """
 
     def __init__(
@@ -43,7 +45,7 @@ class RunLogger:
         task: Task,
         configs: Sequence[dict[str, Any]],
         titles: Sequence[str],
-        purge_step: int | None = None,
+        purge_step: int = 0,
     ) -> None:
         self.run_dirs = list(run_dirs)
         self.task = task
@@ -164,14 +166,8 @@ def add_image(writer: SummaryWriter, tag: str, rgb: np.ndarray, step: int) -> No
     writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
 
 
-def replica_state(state: dict[str, torch.Tensor], replica: int, replicas: int) -> dict[str, torch.Tensor]:
-    """Keep replica `replica` of every tensor that carries the replica axis (a leading R)."""
-    return {
-        name: tensor[replica : replica + 1].clone()
-        if isinstance(tensor, torch.Tensor) and tensor.dim() > 0 and tensor.shape[0] == replicas
-        else tensor
-        for name, tensor in state.items()
-    }
+class UnreadableCheckpoint(RuntimeError):
+    """A checkpoint file that exists but cannot be loaded; the message is one line."""
 
 
 def save_checkpoint(
@@ -184,43 +180,71 @@ def save_checkpoint(
 ) -> None:
     """Everything needed to continue replica `replica` after `steps_done` steps, written atomically.
 
-    Weights, permutations, optimizer moments, the step, the config, and the random-number states
-    (training itself draws none; they are kept so that code which does continues exactly too).
-    The schedule needs no state of its own: lambda and the bias penalty are functions of the step.
+    The replica's parameters, permutations and optimizer moments, selected by name (never by shape:
+    a group of R jobs may have a layer of width R), the step, the config, and the random-number
+    states (training itself draws none; they are kept so that code which does continues exactly
+    too). What the config rebuilds (the wire lengths) is not stored; neither is the schedule, whose
+    lambda and bias penalty are functions of the step.
     """
-    replicas = model.replicas
-    optimizer_state = replica_state(optimizer.state_dict(), replica, replicas)
-    log_every = config["log_every"]
+    one = slice(replica, replica + 1)
     state = {
-        "model": replica_state(model.state_dict(), replica, replicas),
+        "model": {name: getattr(model, name).detach()[one].clone() for name in REPLICA_STATE},
         "shape": list(model.shape),
-        "optimizer": optimizer_state,
+        "optimizer": {"step": optimizer.steps, **{name: getattr(optimizer, name)[one].clone() for name in MOMENTS}},
         "step": steps_done,
-        "tensorboard_step": (steps_done - 1) // log_every * log_every,
         "config": config,
         "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
     }
+    buffer = io.BytesIO()
+    torch.save(state, buffer)  # in memory first: a failing write is then a plain OSError, not torch's
     with atomic_path(path) as temporary:
-        torch.save(state, temporary)
+        temporary.write_bytes(buffer.getvalue())
 
 
-def load_checkpoint(path: Path, model: BioMLP, optimizer: AdamW) -> int:
-    """Restore a single-replica checkpoint into `model` and `optimizer`; returns the steps done."""
-    checkpoint = torch.load(path, weights_only=False, map_location=model.in_perm.device)
-    model.load_state_dict(checkpoint["model"])
-    optimizer.load_state_dict(checkpoint["optimizer"])
+REPLICA_STATE = ("params", "in_perm", "out_perm")  # a BioMLP's tensors with a leading replica axis
+MOMENTS = ("exp_avg", "exp_avg_sq")  # the AdamW state laid out like the parameters
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """A checkpoint's contents; raises `UnreadableCheckpoint` naming the file and the reason."""
+    try:
+        checkpoint = torch.load(path, weights_only=False, map_location="cpu")
+        missing = {"model", "optimizer", "step", "config"} - set(checkpoint)
+    except Exception as error:  # noqa: BLE001 - whatever torch.load raises, the file is unusable
+        raise UnreadableCheckpoint(f"{path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]})") from None
+    if missing:
+        raise UnreadableCheckpoint(f"{path} cannot be read (no {', '.join(sorted(missing))} in it)")
+    return checkpoint
+
+
+def load_checkpoint(checkpoint: dict[str, Any], model: BioMLP, optimizer: AdamW, replica: int = 0) -> None:
+    """Restore a single-replica checkpoint (`read_checkpoint`) into replica `replica` of `model` and `optimizer`."""
+    with torch.no_grad():
+        for name in REPLICA_STATE:
+            getattr(model, name)[replica].copy_(checkpoint["model"][name][0])
+        for name in MOMENTS:
+            getattr(optimizer, name)[replica].copy_(checkpoint["optimizer"][name][0])
+    optimizer.steps = int(checkpoint["optimizer"]["step"])
     torch.set_rng_state(checkpoint["rng"]["torch"])
     np.random.set_state(checkpoint["rng"]["numpy"])
     random.setstate(checkpoint["rng"]["python"])
-    return checkpoint["step"]
 
 
-def saved_config(run_dir: Path) -> dict[str, Any] | None:
-    """The config stored in a run directory's checkpoint, or None when there is no checkpoint."""
+def saved_checkpoint(run_dir: Path) -> dict[str, Any] | None:
+    """The checkpoint in a run directory, or None when there is none.
+
+    One that cannot be read is moved aside to `checkpoint.pt.unreadable`, reported in one line, and
+    the job trains from step 0: a damaged file must not stop the rest of a sweep."""
     path = run_dir / CHECKPOINT
     if not path.is_file():
         return None
-    return torch.load(path, weights_only=False, map_location="cpu")["config"]
+    try:
+        return read_checkpoint(path)
+    except UnreadableCheckpoint as error:
+        aside = path.with_name(f"{CHECKPOINT}.unreadable")
+        os.replace(path, aside)
+        print(f"warning: {error}; moved to {aside.name}, this job trains from step 0", file=sys.stderr)
+        return None
 
 
 def read_status(run_dir: Path) -> str | None:

@@ -61,7 +61,7 @@ class BioMLP(nn.Module):
                 neuron_coordinates(self.shape[i + 1], out_fold_i)[:, None]
                 - neuron_coordinates(self.shape[i], in_fold_i)[None, :]
             ).abs()
-            self.register_buffer(f"distance_{i}", distance)
+            self.register_buffer(f"distance_{i}", distance, persistent=False)  # rebuilt from the shape, never saved
 
     def layer_views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Weights (R, out, in) and biases (R, out) of every layer, as views into a flat (R, P) tensor.

@@ -8,6 +8,7 @@ checkpoint left off and ends with exactly the numbers of an uninterrupted run. S
 from __future__ import annotations
 
 import json
+import shlex
 import signal
 import threading
 import time
@@ -29,12 +30,14 @@ from bimt.logging import (
     flat_hparams,
     flatten,
     load_checkpoint,
+    read_checkpoint,
     save_figures,
-    saved_config,
+    saved_checkpoint,
     write_json_atomic,
 )
 from bimt.memory import keep_freed_memory
 from bimt.model import BioMLP
+from bimt.optim import AdamW
 from bimt.plot import draw_predictions
 from bimt.tasks import Dataset, make_dataset
 from bimt.trainer import ReplicaSettings, TrainSettings, evaluate, make_optimizer, train
@@ -76,13 +79,19 @@ def stack_datasets(datasets: list[Dataset], device: torch.device) -> Dataset:
         (d.train_x, d.train_y, d.test_x, d.test_y) for d in datasets))))
 
 
+def resume_command(run_dir: Path) -> str:
+    """The shell command that continues the run in `run_dir`."""
+    return f"python train.py {shlex.quote(f'resume={run_dir}')}"
+
+
 MAY_DIFFER_ON_RESUME = {"device", "threads", "resume"}
 
 
 def config_for_run_dir(config: RunConfig, run_dir: Path) -> RunConfig:
     """The config to run in `run_dir`: with `resume`, the one saved there (device and threads may
     change); otherwise `config`, which must equal the saved one if the directory already holds a run."""
-    saved = saved_config(run_dir)
+    checkpoint = saved_checkpoint(run_dir)
+    saved = None if checkpoint is None else checkpoint["config"]
     if config.resume is not None:
         if saved is None:
             raise ConfigError(f"resume={config.resume}: there is no {CHECKPOINT} in that directory to continue from")
@@ -95,7 +104,7 @@ def config_for_run_dir(config: RunConfig, run_dir: Path) -> RunConfig:
             if key.split(".")[0] not in MAY_DIFFER_ON_RESUME and now.get(key) != before.get(key):
                 raise ConfigError(
                     f"{run_dir} holds a run with another config ({key}={before.get(key)!r} there, "
-                    f"{now.get(key)!r} now); choose another hydra.run.dir, or continue it with resume={run_dir}"
+                    f"{now.get(key)!r} now); choose another hydra.run.dir, or continue it with {resume_command(run_dir)}"
                 )
     return config
 
@@ -146,12 +155,33 @@ def group_key(config: RunConfig) -> str:
     return json.dumps(shared, sort_keys=True)
 
 
+def checkpoint_step(run_dir: Path) -> int:
+    """The steps a run directory's checkpoint has done; 0 without one."""
+    path = run_dir / CHECKPOINT
+    return read_checkpoint(path)["step"] if path.is_file() else 0
+
+
+def resume_replicas(run_dirs: Sequence[Path], model: BioMLP, optimizer: AdamW) -> int:
+    """Load each directory's checkpoint into its replica; returns the step they all continue from.
+
+    The jobs of a group train in lockstep, so they must all have done the same number of steps (the
+    batched launcher groups them so); a directory without a checkpoint starts at step 0."""
+    checkpoints = [read_checkpoint(d / CHECKPOINT) if (d / CHECKPOINT).is_file() else None for d in run_dirs]
+    steps = {0 if checkpoint is None else checkpoint["step"] for checkpoint in checkpoints}
+    if len(steps) > 1:
+        raise ValueError(f"jobs at different steps ({sorted(steps)}) cannot train as one group")
+    for replica, checkpoint in enumerate(checkpoints):
+        if checkpoint is not None:
+            load_checkpoint(checkpoint, model, optimizer, replica)
+    return steps.pop()
+
+
 def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[dict[str, Any]]:
     """Train jobs that share a `group_key` as one batched model, each into its own run directory.
 
     Every directory gets exactly what a single run writes. A job whose loss stops being finite is
-    written off as diverged (its last checkpoint kept) and the others train on without it. A
-    single job resumes from its directory's checkpoint; a group starts from scratch. Returns each
+    written off as diverged (its last checkpoint kept) and the others train on without it. Jobs
+    continue from their directories' checkpoints, which must all be at the same step. Returns each
     job's metrics (for a job that did not complete: its status, and for a diverged one the error).
     """
     configs, run_dirs = list(configs), list(run_dirs)
@@ -168,11 +198,9 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
     model = BioMLP(shape, seeds, first.model.in_fold, first.model.out_fold, first.model.l0).to(device)
     settings = build_settings(first)
     optimizer = make_optimizer(model, settings)
-    start = 0
-    if len(configs) == 1 and (run_dirs[0] / CHECKPOINT).is_file():
-        start = load_checkpoint(run_dirs[0] / CHECKPOINT, model, optimizer)
+    start = resume_replicas(run_dirs, model, optimizer)
     titles = [f"{task.name}, train_type {config.train_type}, seed {config.run_seed}" for config in configs]
-    logger = RunLogger(run_dirs, task, [asdict(config) for config in configs], titles, purge_step=start or None)
+    logger = RunLogger(run_dirs, task, [asdict(config) for config in configs], titles, purge_step=start)
     replicas = replica_settings(configs, device)
     results: dict[int, dict[str, Any]] = {}
     active = list(range(len(configs)))  # the jobs still training, in the model's replica order

@@ -132,7 +132,7 @@ def test_a_different_config_in_an_existing_run_dir_is_refused(uninterrupted):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"error: {uninterrupted} holds a run with another config (optim.lr=0.002 there, 0.01 now); "
-        f"choose another hydra.run.dir, or continue it with resume={uninterrupted}"
+        f"choose another hydra.run.dir, or continue it with python train.py resume={uninterrupted}"
     ]
     assert (uninterrupted / "metrics.json").read_text() == before
 

@@ -38,8 +38,8 @@ from omegaconf import DictConfig, open_dict
 
 from bimt.cli import JobFailed, fail
 from bimt.config import ConfigError, RunConfig, load_config
-from bimt.logging import CHECKPOINT, read_status
-from bimt.run import config_for_run_dir, group_key, run_group
+from bimt.logging import read_status
+from bimt.run import checkpoint_step, config_for_run_dir, group_key, run_group
 
 log = logging.getLogger(__name__)
 
@@ -133,16 +133,16 @@ class BatchedLauncher(Launcher):
         return returns
 
     def _groups(self, returns: list[JobReturn]) -> list[list[JobReturn]]:
-        """Jobs to train, grouped by `group_key`; a job that resumes from a checkpoint trains alone
-        (the others of its group start from step 0). Groups are cut at `max_batch` jobs, and into
-        `n_jobs` equal parts when they train in parallel, so that every process gets a share."""
-        by_key: dict[str, list[JobReturn]] = defaultdict(list)
+        """Jobs to train, grouped by `group_key` and by the step their checkpoints continue from (0
+        without one), so that an interrupted sweep run again continues batched. Groups are cut at
+        `max_batch` jobs, and into `n_jobs` equal parts when they train in parallel, so that every
+        process gets a share."""
+        by_key: dict[tuple[str, int], list[JobReturn]] = defaultdict(list)
         for job in returns:
             if job.status != JobStatus.COMPLETED or isinstance(job._return_value, dict):
                 continue
             config, run_dir = job._return_value
-            resuming = (run_dir / CHECKPOINT).is_file()
-            by_key[str(run_dir) if resuming else group_key(config)].append(job)
+            by_key[group_key(config), checkpoint_step(run_dir)].append(job)
         groups = []
         for jobs in by_key.values():
             size = min(self.max_batch, -(-len(jobs) // self.n_jobs))
