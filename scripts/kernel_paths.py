@@ -60,6 +60,7 @@ def measure() -> dict[str, dict[str, float]]:
     from bimt import BioMLP, ReplicaSettings, Schedule, TrainSettings, make_dataset, train
     from bimt.run import stack_datasets
     from bimt.tasks import TASKS
+
     from reference import PAPER, literal_model, literal_train
 
     torch.set_num_threads(1)
