@@ -1,10 +1,12 @@
 """Summarise every run under a directory: `python -m bimt.report DIR` (or `scripts/report.py DIR`).
 
-Writes into DIR `report.md` and `report.csv` (per task and train_type, mean ± std over seeds of the
-final and modularity metrics) and `networks.png` (the final networks, tasks by train types). Any
-directory with a `.hydra/`, `checkpoint.pt` or `metrics.json` counts as a run, whatever launcher made
-it; only runs whose metrics.json says `completed` are counted as results. The others, and the task x
-train_type x seed combinations the sweep has no completed run for, are listed as missing.
+Writes into DIR `report.md` and `report.csv` (mean ± std over seeds of the final and modularity
+metrics, one row per task, train_type and swept values) and `networks.png` (the final networks,
+tasks by train types and swept values). Runs are grouped by every config value that differs between
+them except the seed, so unlike runs (two lambdas, say) are never averaged. Any directory with a
+`.hydra/`, `checkpoint.pt` or `metrics.json` counts as a run, whatever launcher made it; only runs
+whose metrics.json says `completed` are counted as results. The others, runs whose files cannot be
+read (with the reason), and the seeds a row lacks are listed as missing; none of them stops the report.
 """
 
 from __future__ import annotations
@@ -20,12 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from bimt.config import load_config, resolve_task
-from bimt.logging import CHECKPOINT, METRICS, save_figure_atomic
+from bimt.logging import CHECKPOINT, METRICS, UnreadableCheckpoint, flatten, read_checkpoint, save_figure_atomic
 from bimt.model import BioMLP
 from bimt.plot import draw_network
 
@@ -43,18 +44,35 @@ class ReportError(ValueError):
     """A directory that cannot be reported on; the message is one line."""
 
 
+NOT_COMPARED = {"seed", "task.seed", "resume", "device", "threads"}  # never make two runs unlike
+
+
 @dataclass(frozen=True)
 class Run:
     path: Path
     metrics: dict[str, Any]
+    settings: dict[str, Any]  # the run's config as dotted keys, with its task name and train type
 
     @property
-    def key(self) -> tuple[str, int, int]:
-        return self.metrics["task"], self.metrics["train_type"], self.metrics["seed"]
+    def task(self) -> str:
+        return self.settings["task.name"]
+
+    @property
+    def seed(self) -> int:
+        return self.metrics["seed"]
+
+
+def read_run(run_dir: Path, metrics: dict[str, Any]) -> Run:
+    """A completed run from its metrics.json, which holds its whole config; KeyError if a key is missing."""
+    config = {key: json.dumps(value) if isinstance(value, (list, dict)) else value
+              for key, value in flatten(metrics.get("config") or {}).items()}
+    metrics["seed"]  # noqa: B018 - every run needs one: a KeyError here makes it unreadable
+    return Run(run_dir, metrics, {**config, "task.name": metrics["task"], "train_type": metrics["train_type"]})
 
 
 def find_runs(root: Path) -> tuple[list[Run], list[str]]:
-    """Completed runs under `root`, and one line for each run directory that is not a result."""
+    """Completed runs under `root`, and one line for each run directory that is not a result
+    (unfinished, or with files that cannot be read, and why)."""
     if not root.is_dir():
         raise ReportError(f"{root} is not a directory")
     markers = [*root.rglob(".hydra"), *root.rglob(CHECKPOINT), *root.rglob(METRICS)]
@@ -63,32 +81,70 @@ def find_runs(root: Path) -> tuple[list[Run], list[str]]:
         raise ReportError(f"no runs under {root}: a run directory holds .hydra/, {CHECKPOINT} or {METRICS}")
     completed, problems = [], []
     for run_dir in run_dirs:
-        path = run_dir / METRICS
+        name, path = run_dir.relative_to(root), run_dir / METRICS
         if not path.is_file():
-            problems.append(f"{run_dir.relative_to(root)}: no {METRICS} (still running, or killed)")
+            problems.append(f"{name}: no {METRICS} (still running, or killed)")
             continue
-        metrics = json.loads(path.read_text())
-        if metrics.get("status") != "completed":
-            problems.append(f"{run_dir.relative_to(root)}: status {metrics.get('status')!r}, not completed")
+        try:
+            metrics = json.loads(path.read_text())
+            status = metrics.get("status")
+            run = read_run(run_dir, metrics) if status == "completed" else None
+        except (OSError, ValueError, AttributeError, KeyError, TypeError) as error:
+            problems.append(f"{name}: unreadable {METRICS} ({type(error).__name__}: {error})")
+            continue
+        if status != "completed":
+            problems.append(f"{name}: status {status!r}, not completed")
         else:
-            completed.append(Run(run_dir, metrics))
+            completed.append(run)
     return completed, problems
 
 
-def missing_combinations(runs: list[Run]) -> list[tuple[str, int, int]]:
-    """task x train_type x seed combinations of the sweep that have no completed run."""
-    present = {run.key for run in runs}
-    tasks, types, seeds = (sorted({key[i] for key in present}) for i in range(3))
-    return [key for key in itertools.product(tasks, types, seeds) if key not in present]
+def compared_keys(runs: list[Run]) -> dict[str, list[str]]:
+    """Per task, the config keys whose values differ between its runs (seeds aside): what was swept.
+
+    Keys that differ only between tasks (each task's model and schedule) do not split rows."""
+    keys: dict[str, list[str]] = {}
+    for task in sorted({run.task for run in runs}):
+        settings = [run.settings for run in runs if run.task == task]
+        names = sorted(set().union(*settings) - NOT_COMPARED - {"task.name", "train_type"})
+        keys[task] = [key for key in names if len({repr(s.get(key)) for s in settings}) > 1]
+    return keys
 
 
-def summarise(runs: list[Run]) -> list[dict[str, Any]]:
-    """One row per (task, train_type): seed count and mean/std of every column's metric."""
+def group_label(task: str, train_type: int, swept: tuple[tuple[str, Any], ...]) -> str:
+    """How a row names its runs: `task=... train_type=...` and every swept value."""
+    return " ".join([f"task={task}", f"train_type={train_type}", *(f"{key}={value}" for key, value in swept)])
+
+
+def groups(runs: list[Run]) -> dict[tuple[str, int, tuple[tuple[str, Any], ...]], list[Run]]:
+    """Runs of the same task, train type and swept values (everything but the seed), in order."""
+    keys = compared_keys(runs)
+    grouped: dict[tuple[str, int, tuple[tuple[str, Any], ...]], list[Run]] = {}
+    for run in runs:
+        settings = run.settings
+        swept = tuple((key, settings.get(key)) for key in keys[run.task])
+        grouped.setdefault((run.task, settings["train_type"], swept), []).append(run)
+    return dict(sorted(grouped.items(), key=lambda item: repr(item[0])))
+
+
+def missing_seeds(grouped: dict[tuple, list[Run]]) -> list[str]:
+    """For each row, the seeds that other rows of its task have and it has no completed run for."""
+    seeds_of_task: dict[str, set[int]] = {}
+    for (task, _, _), members in grouped.items():
+        seeds_of_task.setdefault(task, set()).update(run.seed for run in members)
+    missing = []
+    for (task, train_type, swept), members in grouped.items():
+        for seed in sorted(seeds_of_task[task] - {run.seed for run in members}):
+            missing.append(f"no completed run for {group_label(task, train_type, swept)} seed={seed}")
+    return missing
+
+
+def summarise(grouped: dict[tuple, list[Run]]) -> list[dict[str, Any]]:
+    """One row per group: its swept values, seed count and mean/std of every column's metric."""
     rows = []
-    groups = itertools.groupby(sorted(runs, key=lambda r: r.key), key=lambda r: r.key[:2])
-    for (task, train_type), group in groups:
-        members = list(group)
-        row: dict[str, Any] = {"task": task, "train_type": train_type, "seeds": len(members)}
+    for (task, train_type, swept), members in grouped.items():
+        row: dict[str, Any] = {"task": task, "train_type": train_type, "swept": " ".join(f"{k}={v}" for k, v in swept),
+                               "seeds": len(members)}
         for key, _, _ in COLUMNS:
             values = np.array([float(run.metrics[key]) for run in members if key in run.metrics])
             row[f"{key}_mean"] = float(values.mean()) if values.size else float("nan")
@@ -97,21 +153,21 @@ def summarise(runs: list[Run]) -> list[dict[str, Any]]:
     return rows
 
 
-def markdown(rows: list[dict[str, Any]], problems: list[str], missing: list[tuple[str, int, int]]) -> str:
-    header = ["task", "train_type", "seeds", *(title for _, title, _ in COLUMNS)]
+def markdown(rows: list[dict[str, Any]], problems: list[str], missing: list[str]) -> str:
+    header = ["task", "train_type", "swept", "seeds", *(title for _, title, _ in COLUMNS)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
-        cells = [row["task"], str(row["train_type"]), str(row["seeds"])]
+        cells = [row["task"], str(row["train_type"]), row["swept"] or "–", str(row["seeds"])]
         cells += [f"{row[f'{k}_mean']:{fmt}} ± {row[f'{k}_std']:{fmt}}" for k, _, fmt in COLUMNS]
         lines.append("| " + " | ".join(cells) + " |")
-    text = ["# BIMT sweep report", "", "Mean ± standard deviation over seeds of completed runs. "
+    text = ["# BIMT sweep report", "", "Mean ± standard deviation over seeds of completed runs; a row holds the "
+            "runs whose configs differ in the seed alone (*swept*: the values that set it apart). "
             "*Pruned*: weights with |w| < 0.01 set to zero. *Components*: connected parts of the pruned "
             "network that reach an output. *Structure found*: fraction of seeds whose pruned network "
             "has exactly the task's input-to-output dependencies.", "", *lines, ""]
     if problems or missing:
-        text += ["## Missing", ""]
-        text += [f"- {line}" for line in problems]
-        text += [f"- no completed run for task={t} train_type={tt} seed={s}" for t, tt, s in missing]
+        text += ["## Missing or unreadable", ""]
+        text += [f"- {line}" for line in [*problems, *missing]]
         text.append("")
     return "\n".join(text)
 
@@ -126,46 +182,51 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 
 def load_trained(run_dir: Path) -> tuple[BioMLP, Any, Any]:
     """The final model of a completed run, with its task and config, from its checkpoint."""
-    checkpoint = torch.load(run_dir / CHECKPOINT, weights_only=False, map_location="cpu")
+    checkpoint = read_checkpoint(run_dir / CHECKPOINT)
     config = load_config(OmegaConf.create(checkpoint["config"]))
     model = BioMLP(checkpoint["shape"], [0], config.model.in_fold, config.model.out_fold, config.model.l0)
     model.load_state_dict(checkpoint["model"])
     return model, resolve_task(config.task), config
 
 
-def networks_figure(runs: list[Run], seed: int | None) -> Figure:
-    """Final networks, one row per task and one column per train_type, for one seed."""
-    tasks = sorted({run.key[0] for run in runs})
-    types = sorted({run.key[1] for run in runs})
-    seed = min(run.key[2] for run in runs) if seed is None else seed
-    by_key = {run.key: run for run in runs}
-    figure = Figure(figsize=(3 * len(types), 3.2 * len(tasks)), dpi=100)
-    axes = np.atleast_2d(figure.subplots(len(tasks), len(types), squeeze=False))
-    for (i, task), (j, train_type) in itertools.product(enumerate(tasks), enumerate(types)):
+def networks_figure(grouped: dict[tuple, list[Run]], seed: int | None) -> Figure:
+    """Final networks for one seed: one row per task, one column per train type and swept values."""
+    tasks = sorted({task for task, _, _ in grouped})
+    columns = sorted({(train_type, swept) for _, train_type, swept in grouped}, key=repr)
+    seed = min(run.seed for members in grouped.values() for run in members) if seed is None else seed
+    figure = Figure(figsize=(3 * len(columns), 3.2 * len(tasks)), dpi=100)
+    axes = np.atleast_2d(figure.subplots(len(tasks), len(columns), squeeze=False))
+    for (i, task), (j, (train_type, swept)) in itertools.product(enumerate(tasks), enumerate(columns)):
         ax = axes[i, j]
-        run = by_key.get((task, train_type, seed))
-        if run is None or not (run.path / CHECKPOINT).is_file():
+        title = "\n".join([f"{task}, train_type {train_type}", *(f"{key}={value}" for key, value in swept)])
+        run = next((r for r in grouped.get((task, train_type, swept), []) if r.seed == seed), None)
+        try:
+            if run is None:
+                raise FileNotFoundError(f"no run with seed {seed}")
+            model, spec, _ = load_trained(run.path)
+        except (OSError, UnreadableCheckpoint, ValueError, KeyError, RuntimeError) as error:
             ax.axis("off")
-            ax.set_title(f"{task}, train_type {train_type}\n(no run with seed {seed})", fontsize=8)
+            ax.set_title(f"{title}\n({str(error).splitlines()[0][:60]})", fontsize=7)
             continue
-        model, spec, _ = load_trained(run.path)
-        draw_network(model, 0, spec.input_labels, spec.output_labels, f"{task}, train_type {train_type}", ax=ax)
+        draw_network(model, 0, spec.input_labels, spec.output_labels, title, ax=ax)
     figure.suptitle(f"final networks, seed {seed}")
     figure.tight_layout()
     return figure
 
 
 def write_report(root: Path, seed: int | None = None) -> list[str]:
-    """Write report.md, report.csv and networks.png into `root`; returns the lines about missing runs."""
+    """Write report.md, report.csv and networks.png into `root`; returns the lines about missing or
+    unreadable runs."""
     runs, problems = find_runs(root)
     if not runs:
-        raise ReportError(f"no completed runs under {root}; {len(problems)} incomplete: {problems[0]}")
-    rows = summarise(runs)
-    missing = missing_combinations(runs)
+        raise ReportError(f"no completed runs under {root}; {len(problems)} not: {problems[0]}")
+    grouped = groups(runs)
+    rows = summarise(grouped)
+    missing = missing_seeds(grouped)
     (root / "report.md").write_text(markdown(rows, problems, missing))
     (root / "report.csv").write_text(csv_text(rows))
-    save_figure_atomic(root / "networks.png", networks_figure(runs, seed))
-    return problems + [f"no completed run for task={t} train_type={tt} seed={s}" for t, tt, s in missing]
+    save_figure_atomic(root / "networks.png", networks_figure(grouped, seed))
+    return problems + missing
 
 
 def main(argv: list[str] | None = None) -> int:

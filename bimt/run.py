@@ -268,8 +268,9 @@ def _finish_job(config: RunConfig, run_dir: Path, model: BioMLP, data: Dataset, 
 
 
 def _summary(config: RunConfig) -> dict[str, Any]:
+    """What names a run in metrics.json: the headline keys, and the whole config (for reports)."""
     return {"task": resolve_task(config.task).name, "train_type": config.train_type, "seed": config.run_seed,
-            "steps": config.steps}
+            "steps": config.steps, "config": asdict(config)}
 
 
 def _diverged(config: RunConfig, run_dir: Path, step: int, wall_s: float) -> dict[str, Any]:

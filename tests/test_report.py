@@ -60,10 +60,34 @@ def test_report_tabulates_completed_runs_and_lists_the_rest(sweep):
         assert float(row["expected_structure_found_mean"]) == pytest.approx(np.mean(found))
 
     report = (sweep / "report.md").read_text()
-    assert "| independence | 5 | 2 |" in report and "| independence | 1 | 2 |" in report
+    assert "| independence | 5 | – | 2 |" in report and "| independence | 1 | – | 2 |" in report
     assert "killed: no metrics.json" in report
     with Image.open(sweep / "networks.png") as image:
         assert image.width > 400 and image.height > 200
+
+
+def test_report_never_averages_unlike_runs_and_survives_unreadable_files(tmp_path):
+    """Runs that differ in lambda are separate rows named by it; a run with a damaged metrics.json is
+    listed with the reason, and one with a damaged checkpoint only loses its picture."""
+    sweep = tmp_path / "lambdas"
+    result = train_cli("-m", "hydra/launcher=batched", "schedule.lambda0=1e-4,1e-2", "seed=0,1", "steps=100",
+                       "snapshot_every=0", f"hydra.sweep.dir={sweep}")
+    assert result.returncode == 0, result.stderr
+    damaged_metrics = next(sweep.glob("schedule.lambda0=0.01,seed=1*"))
+    (damaged_metrics / "metrics.json").write_text("{not json")
+    (next(sweep.glob("schedule.lambda0=0.0001,seed=0*")) / "checkpoint.pt").write_bytes(b"not a checkpoint")
+
+    result = script("report.py", str(sweep))
+    assert result.returncode == 0, result.stderr
+    rows = {row["swept"]: row for row in csv.DictReader((sweep / "report.csv").open())}
+    assert sorted(rows) == ["schedule.lambda0=0.0001", "schedule.lambda0=0.01"]
+    assert (rows["schedule.lambda0=0.0001"]["seeds"], rows["schedule.lambda0=0.01"]["seeds"]) == ("2", "1")
+    expected = json.loads(next(sweep.glob("schedule.lambda0=0.01,seed=0*/metrics.json")).read_text())["test_mse"]
+    assert float(rows["schedule.lambda0=0.01"]["test_mse_mean"]) == pytest.approx(expected)
+    assert f"missing: {damaged_metrics.name}: unreadable metrics.json (JSONDecodeError" in result.stderr
+    assert "no completed run for task=independence train_type=5 schedule.lambda0=0.01 seed=1" in result.stderr
+    with Image.open(sweep / "networks.png") as image:
+        assert image.width > 400
 
 
 def test_report_names_what_is_missing_from_a_partial_sweep(sweep, tmp_path):
