@@ -7,6 +7,8 @@ names the key, the bad value and what is allowed, before any training work start
 
 from __future__ import annotations
 
+import math
+import os
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -118,8 +120,16 @@ def load_config(cfg: DictConfig) -> RunConfig:
     return config
 
 
+PAPER_LOW, PAPER_HIGH = -1.0, 1.0  # the paper tasks' input range
+
+
 def resolve_task(config: TaskConfig) -> Task:
     """The paper's task of that name, or a custom task built from `outputs` formulas."""
+    _require(
+        config.outputs is None or config.name not in TASKS,
+        f"task.outputs cannot be used with the paper task {config.name} (task.name={config.name}); your own "
+        "formulas need task=custom, with a task.name that is not a paper task's",
+    )
     if config.outputs is None:
         _require(
             config.name in TASKS,
@@ -127,6 +137,9 @@ def resolve_task(config: TaskConfig) -> Task:
             "e.g. task=custom 'task.outputs=[x1*x2]'",
         )
         _require(config.inputs is None, f"task.inputs={config.inputs} is only for custom tasks; {config.name} has fixed formulas")
+        for key, value, paper in (("low", config.low, PAPER_LOW), ("high", config.high, PAPER_HIGH)):
+            _require(value == paper, f"task.{key}={value} changes the inputs of the paper task {config.name} "
+                     f"(drawn from [{PAPER_LOW}, {PAPER_HIGH})); for other inputs use task=custom with its formulas")
         return TASKS[config.name]
     _require(len(config.outputs) > 0, "task.outputs=[] is not allowed; give at least one formula")
     formulas = []
@@ -198,7 +211,9 @@ def validate(config: RunConfig) -> None:
     _require(config.optim.lr > 0, f"optim.lr={config.optim.lr} is not allowed; it must be > 0")
     _require(config.optim.weight_decay >= 0, f"optim.weight_decay={config.optim.weight_decay} is not allowed; it must be >= 0")
     schedule = config.schedule
-    _require(schedule.lambda0 >= 0, f"schedule.lambda0={schedule.lambda0} is not allowed; it must be >= 0")
+    for key in ("lambda0", "boost", "decay"):
+        value = getattr(schedule, key)
+        _require(math.isfinite(value) and value >= 0, f"schedule.{key}={value} is not allowed; it must be a finite number >= 0")
     for key in ("boost_at", "decay_at", "bias_from"):
         value = getattr(schedule, key)
         _require(0 <= value <= 1, f"schedule.{key}={value} is not allowed; it is a fraction of steps in [0, 1]")
@@ -219,6 +234,37 @@ def validate(config: RunConfig) -> None:
     _require(
         config.engine != "native" or jit.available(),
         "engine=native needs numba, which cannot be imported here (pip install numba); or use engine=eager",
+    )
+    check_memory(config, spec)
+
+
+def memory_needed(config: RunConfig, task: Task, replicas: int = 1) -> int:
+    """Bytes a run needs, roughly: parameter-sized tensors (parameters, gradient, two Adam moments,
+    two penalty tables, prices, wire lengths: 8 copies of 4 bytes), activations kept for the backward
+    pass, and relocation's float64 placement matrix of the widest layer."""
+    widths = [task.inputs, *config.model.hidden, task.outputs]
+    parameters = sum(n_in * n_out + n_out for n_in, n_out in zip(widths[:-1], widths[1:]))
+    samples = max(config.task.n_train, config.task.n_test)
+    per_replica = 4 * (8 * parameters + 4 * samples * sum(widths)) + 8 * max(widths) ** 2
+    return replicas * per_replica
+
+
+def machine_memory(device: str) -> int:
+    """Bytes of memory the run's device has: the GPU's, or the machine's physical memory."""
+    if device == "cuda" and torch.cuda.is_available():
+        return torch.cuda.get_device_properties(0).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_memory(config: RunConfig, task: Task, replicas: int = 1) -> None:
+    """Refuse, in one line, a run (or a batched group of `replicas`) that cannot fit in memory."""
+    needed, available = memory_needed(config, task, replicas), machine_memory(config.device)
+    what = "one run" if replicas == 1 else f"a batched group of {replicas}"
+    _require(
+        needed <= available,
+        f"model.hidden={list(config.model.hidden)} needs about {needed / 2**30:.1f} GiB for {what}, more than the "
+        f"{available / 2**30:.1f} GiB this machine has; use smaller hidden widths"
+        + ("" if replicas == 1 else " or a smaller hydra.launcher.max_batch"),
     )
 
 

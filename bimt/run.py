@@ -22,7 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bimt.analysis import modularity_metrics, modularity_scalars
-from bimt.config import ConfigError, RunConfig, load_config, resolve_device, resolve_task
+from bimt.config import ConfigError, RunConfig, check_memory, load_config, resolve_device, resolve_task
 from bimt.logging import (
     CHECKPOINT,
     METRICS,
@@ -190,6 +190,7 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
     torch.set_num_threads(first.threads)
     device = resolve_device(first.device, first.engine)
     task = resolve_task(first.task)
+    check_memory(first, task, len(configs))
     seeds = [config.run_seed for config in configs]
     t = first.task
     data = stack_datasets([make_dataset(task, seed, t.n_train, t.n_test, t.low, t.high, t.noise) for seed in seeds],
