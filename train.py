@@ -30,7 +30,7 @@ from bimt.logging import METRICS, read_status
 from bimt.run import Diverged, config_for_run_dir, resume_command, run
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
-DIVERGED, INTERRUPTED = 3, 130
+DIVERGED, WRITE_FAILED, INTERRUPTED = 3, 4, 130
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
@@ -48,6 +48,8 @@ def main(cfg: DictConfig) -> dict:
         metrics = run(config, run_dir)
     except Diverged as error:
         fail(str(error), code=DIVERGED, in_sweep=in_sweep)
+    if metrics["status"] == "failed":
+        fail(metrics["error"], code=WRITE_FAILED, in_sweep=in_sweep)
     if metrics["status"] == "interrupted":
         print(f"interrupted after step {metrics['step']}; continue with: {resume_command(run_dir)}",
               file=sys.stderr)

@@ -13,6 +13,7 @@ import json
 import os
 import random
 import sys
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ import torch
 from matplotlib.figure import Figure
 from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
+from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.tensorboard import SummaryWriter
 
 from bimt.model import BioMLP
@@ -51,18 +53,24 @@ class RunLogger:
         self.task = task
         self.configs = list(configs)  # each replica's run config, saved in its checkpoints
         self.titles = list(titles)
-        self.writers = [SummaryWriter(log_dir=str(d), purge_step=purge_step) for d in self.run_dirs]
+        self.writers = []
+        for run_dir in self.run_dirs:
+            with events_of(run_dir):
+                self.writers.append(SummaryWriter(log_dir=str(run_dir), purge_step=purge_step))
         self.picture: NetworkPicture | None = None  # built at the first drawing, then redrawn in place
 
     def scalars(self, step: int, values: dict[str, torch.Tensor]) -> None:
         columns = {tag: value.tolist() for tag, value in values.items()}
-        for replica, writer in enumerate(self.writers):
-            for tag, column in columns.items():
-                writer.add_scalar(tag, column[replica], step)
+        for replica, (run_dir, writer) in enumerate(zip(self.run_dirs, self.writers)):
+            with events_of(run_dir):
+                for tag, column in columns.items():
+                    writer.add_scalar(tag, column[replica], step)
 
     def snapshot(self, step: int, model: BioMLP) -> None:
-        for replica, writer in enumerate(self.writers):
-            add_image(writer, "network", figure_to_array(self.network(model, replica)), step)
+        for replica, (run_dir, writer) in enumerate(zip(self.run_dirs, self.writers)):
+            image = figure_to_array(self.network(model, replica))
+            with events_of(run_dir):
+                add_image(writer, "network", image, step)
 
     def network(self, model: BioMLP, replica: int) -> Figure:
         """The picture of replica `replica` of `model` (which holds this logger's replicas, in order).
@@ -74,7 +82,8 @@ class RunLogger:
 
     def checkpoint(self, steps_done: int, model: BioMLP, optimizer: AdamW) -> None:
         for replica, run_dir in enumerate(self.run_dirs):
-            self.writers[replica].flush()
+            with events_of(run_dir):
+                self.writers[replica].flush()
             save_checkpoint(run_dir / CHECKPOINT, model, optimizer, replica, steps_done, self.configs[replica])
 
     def finish(
@@ -89,22 +98,25 @@ class RunLogger:
         """Final images and `modularity/` scalars at `step`, and the hparams summary with the final
         metrics (written into the run's own directory, so TensorBoard shows them with the run)."""
         writer = self.writers[replica]
-        for tag, rgb in images.items():
-            add_image(writer, tag, rgb, step)
-        for tag, value in modularity.items():
-            writer.add_scalar(f"modularity/{tag}", value, step)
-        final = {f"final/{key}": value for key, value in metrics.items()}
-        writer.add_hparams(hparams, final, run_name=".", global_step=step)
-        writer.flush()
+        with events_of(self.run_dirs[replica]):
+            for tag, rgb in images.items():
+                add_image(writer, tag, rgb, step)
+            for tag, value in modularity.items():
+                writer.add_scalar(f"modularity/{tag}", value, step)
+            final = {f"final/{key}": value for key, value in metrics.items()}
+            writer.add_hparams(hparams, final, run_name=".", global_step=step)
+            writer.flush()
 
     def close(self) -> None:
-        for writer in self.writers:
-            writer.close()
+        for run_dir, writer in zip(self.run_dirs, self.writers):
+            with events_of(run_dir):
+                writer.close()
 
     def keep(self, replicas: Sequence[int]) -> None:
         """Go on logging only the given replicas (in that order); close the others' event files."""
         for replica in set(range(len(self.writers))) - set(replicas):
-            self.writers[replica].close()
+            with events_of(self.run_dirs[replica]):
+                self.writers[replica].close()
         self.run_dirs, self.configs, self.titles, self.writers = (
             [items[r] for r in replicas] for items in (self.run_dirs, self.configs, self.titles, self.writers))
 
@@ -132,13 +144,58 @@ CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.json"
 
 
+class WriteFailed(RuntimeError):
+    """A run's output could not be written (a full disk, a quota, a file size limit)."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        super().__init__(f"could not write {path}: {reason}")
+        self.path = path
+
+
+def _reason(error: OSError) -> str:
+    return error.strerror or str(error)
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary name beside `path` to write to; renamed to `path` once written, so that a reader
-    sees the old file or the new one, never half of one."""
+    sees the old file or the new one, never half of one. A write that fails leaves the old file and
+    no temporary one, and raises `WriteFailed` naming `path`."""
     temporary = path.with_name(f".{path.name}.tmp")
-    yield temporary
-    os.replace(temporary, path)
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    except OSError as error:
+        temporary.unlink(missing_ok=True)
+        raise WriteFailed(path, _reason(error)) from None
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def events_of(run_dir: Path) -> Iterator[None]:
+    """TensorBoard writes to `run_dir`'s event files: an OSError becomes `WriteFailed` naming them.
+
+    TensorBoard writes in a thread of its own and raises the thread's error at the next write or
+    flush; the thread's own report of it is silenced (`quiet_event_writer_threads`)."""
+    try:
+        yield
+    except OSError as error:
+        raise WriteFailed(run_dir / "events.out.tfevents.*", _reason(error)) from None
+
+
+def quiet_event_writer_threads() -> None:
+    """Keep TensorBoard's writer thread from printing a traceback when a write fails: the error
+    reaches the run through the next write (`events_of`), which reports it in one line."""
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        if not (isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)):
+            previous(args)
+
+    if getattr(threading.excepthook, "__qualname__", "") != hook.__qualname__:
+        threading.excepthook = hook
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -13,7 +13,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -27,10 +27,13 @@ from bimt.logging import (
     CHECKPOINT,
     METRICS,
     RunLogger,
+    WriteFailed,
     flat_hparams,
     flatten,
     load_checkpoint,
+    quiet_event_writer_threads,
     read_checkpoint,
+    read_status,
     save_figures,
     saved_checkpoint,
     write_json_atomic,
@@ -181,10 +184,37 @@ def run_group(configs: Sequence[RunConfig], run_dirs: Sequence[Path]) -> list[di
 
     Every directory gets exactly what a single run writes. A job whose loss stops being finite is
     written off as diverged (its last checkpoint kept) and the others train on without it. Jobs
-    continue from their directories' checkpoints, which must all be at the same step. Returns each
-    job's metrics (for a job that did not complete: its status, and for a diverged one the error).
+    continue from their directories' checkpoints, which must all be at the same step. A write that
+    fails (a full disk) ends the group: its jobs not yet completed are marked failed, with their last
+    intact checkpoint. Returns each job's metrics (for a job that did not complete: its status, and
+    for a diverged or failed one the error, in one line).
     """
     configs, run_dirs = list(configs), list(run_dirs)
+    quiet_event_writer_threads()
+    try:
+        return _run_group(configs, run_dirs)
+    except WriteFailed as error:
+        return [_write_failed(config, run_dir, error) for config, run_dir in zip(configs, run_dirs)]
+
+
+def _write_failed(config: RunConfig, run_dir: Path, error: WriteFailed) -> dict[str, Any]:
+    """A job's status after a failed write: its metrics if it had completed, else `failed`, with
+    one line naming what could not be written, the last intact checkpoint and how to continue."""
+    if read_status(run_dir) == "completed":
+        return json.loads((run_dir / METRICS).read_text())
+    step = checkpoint_step(run_dir)
+    if (run_dir / CHECKPOINT).is_file():
+        after = (f"the last intact checkpoint is step {step} ({run_dir / CHECKPOINT}); free space, then continue "
+                 f"with: {resume_command(run_dir)}")
+    else:
+        after = "no checkpoint was written yet; free space, then run it again"
+    status = {"status": "failed", **_summary(config), "step": step, "error": f"{error}; {after}"}
+    with suppress(WriteFailed):
+        write_json_atomic(run_dir / METRICS, status)
+    return status
+
+
+def _run_group(configs: list[RunConfig], run_dirs: list[Path]) -> list[dict[str, Any]]:
     first = configs[0]
     keep_freed_memory()
     torch.set_num_threads(first.threads)
