@@ -83,7 +83,7 @@ def wire_length(model: BioMLP, replica: int = 0) -> list[float]:
 def format_dependencies(matrix: np.ndarray, task: Task) -> str:
     """The dependency matrix as text, one line per output: `out -> inputs it depends on`."""
     lines = []
-    for o, label in enumerate(task.output_labels):
+    for o, label in enumerate(task.output_formulas):
         inputs = [f"x{i + 1}" for i in range(matrix.shape[0]) if matrix[i, o]]
         lines.append(f"{label} <- {{{', '.join(inputs)}}}")
     return "\n".join(lines)

@@ -67,6 +67,9 @@ class RelocateConfig:
     permute_optimizer_state: bool = False
 
 
+SNAPSHOTS = 20  # network snapshots per run by default (and one more at the end)
+
+
 @dataclass
 class RunConfig:
     task: TaskConfig = field(default_factory=TaskConfig)
@@ -79,7 +82,7 @@ class RunConfig:
     seed: int | None = None
     steps: int = 20000
     log_every: int = 200
-    snapshot_every: int = 1000
+    snapshot_every: int | None = None  # null: SNAPSHOTS per run, every steps / SNAPSHOTS steps
     checkpoint_every: int | None = None  # null: every 10 relocation intervals
     resume: str | None = None  # a run directory to continue
     video: bool = False  # write network.gif (and .mp4 with ffmpeg) from the snapshots at the end
@@ -91,6 +94,12 @@ class RunConfig:
     def run_seed(self) -> int:
         """The seed actually used: the top-level one, or else the task's paper seed."""
         return self.task.seed if self.seed is None else self.seed
+
+    @property
+    def snapshot_interval(self) -> int:
+        """Steps between network snapshots: `snapshot_every`, or else a twentieth of the run, so that
+        a run has 21 (with the final one): TensorBoard shows them all (`--samples_per_plugin images=100`)."""
+        return max(1, self.steps // SNAPSHOTS) if self.snapshot_every is None else self.snapshot_every
 
     @property
     def checkpoint_interval(self) -> int:
@@ -180,7 +189,7 @@ def validate(config: RunConfig) -> None:
     for key, value, low in [
         ("steps", config.steps, 1),
         ("log_every", config.log_every, 1),
-        ("snapshot_every", config.snapshot_every, 0),
+        ("snapshot_every", config.snapshot_interval, 0),
         ("threads", config.threads, 1),
         ("task.n_train", task.n_train, 1),
         ("task.n_test", task.n_test, 1),

@@ -60,7 +60,7 @@ def build_settings(config: RunConfig) -> TrainSettings:
         top_k=config.relocate.top_k,
         permute_optimizer_state=config.relocate.permute_optimizer_state,
         log_every=config.log_every,
-        snapshot_every=config.snapshot_every,
+        snapshot_every=config.snapshot_interval,
         checkpoint_every=config.checkpoint_interval,
         engine=config.engine,
     )

@@ -29,8 +29,9 @@ class Task:
     inputs: int
     outputs: int
     formula: Callable[[np.ndarray], np.ndarray]
-    output_labels: tuple[str, ...]
+    output_labels: tuple[str, ...]  # for the drawings (matplotlib's LaTeX)
     uses: tuple[tuple[int, ...], ...]
+    output_formulas: tuple[str, ...]  # the same in plain text, for the terminal
 
     @property
     def dependencies(self) -> np.ndarray:
@@ -63,7 +64,8 @@ def _compositionality(x: np.ndarray) -> np.ndarray:
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("independence", 4, 2, _independence, (r"$(x_1+x_3)^3$", r"$x_2^2+\sin(\pi x_4)$"), ((1, 3), (2, 4))),
+        Task("independence", 4, 2, _independence, (r"$(x_1+x_3)^3$", r"$x_2^2+\sin(\pi x_4)$"), ((1, 3), (2, 4)),
+             ("(x1+x3)^3", "x2^2+sin(pi*x4)")),
         Task(
             "feature_sharing",
             3,
@@ -71,6 +73,7 @@ TASKS: dict[str, Task] = {
             _feature_sharing,
             (r"$x_1^2$", r"$x_1^2+x_2^2$", r"$x_1^2+x_2^2+x_3^2$"),
             ((1,), (1, 2), (1, 2, 3)),
+            ("x1^2", "x1^2+x2^2", "x1^2+x2^2+x3^2"),
         ),
         Task(
             "compositionality",
@@ -79,6 +82,7 @@ TASKS: dict[str, Task] = {
             _compositionality,
             (r"$\sqrt{(x_1-x_2)^2+(x_3-x_4)^2}$",),
             ((1, 2, 3, 4),),
+            ("sqrt((x1-x2)^2+(x3-x4)^2)",),
         ),
     )
 }
@@ -91,7 +95,7 @@ def custom_task(name: str, inputs: int, formulas: list[Formula]) -> Task:
         return np.stack([f(x) for f in formulas], axis=1)
 
     labels = tuple(f.text.replace("**", "^") for f in formulas)
-    return Task(name, inputs, len(formulas), formula, labels, tuple(f.inputs_used for f in formulas))
+    return Task(name, inputs, len(formulas), formula, labels, tuple(f.inputs_used for f in formulas), labels)
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,13 @@ def test_command_line_values_win_over_task_choices():
     assert config.run_seed == 11
 
 
+@pytest.mark.parametrize("overrides,interval", [((), 1000), (("steps=400",), 20), (("steps=7",), 1),
+                                                 (("steps=400", "snapshot_every=30"), 30)])
+def test_a_run_has_21_snapshots_unless_told_otherwise(overrides, interval):
+    """TensorBoard keeps 10 images per tag unless told more (the README's command says 100)."""
+    assert load_config(composed(*overrides)).snapshot_interval == interval
+
+
 def test_defaults_are_the_papers():
     config = load_config(composed())
     assert (config.steps, config.log_every, config.threads, config.device) == (20000, 200, 1, "cpu")

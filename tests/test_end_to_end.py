@@ -25,6 +25,10 @@ def run_dir(tmp_path_factory):
                        "snapshot_every=100", f"hydra.run.dir={run_dir}")
     assert result.returncode == 0, result.stderr
     assert "test MSE" in result.stdout
+    dependencies = json.loads((run_dir / "metrics.json").read_text())["dependencies"]
+    inputs = [", ".join(f"x{i + 1}" for i, row in enumerate(dependencies) if row[o]) for o in range(3)]
+    formulas = ["x1^2", "x1^2+x2^2", "x1^2+x2^2+x3^2"]  # in plain text: the terminal shows no LaTeX
+    assert result.stdout.strip().splitlines()[-3:] == [f"{f} <- {{{i}}}" for f, i in zip(formulas, inputs)]
     return run_dir
 
 
