@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
 from hydra.core.config_store import ConfigStore
@@ -52,17 +52,51 @@ class BatchedLauncherConf:
 
 
 @dataclass
-class BatchedSweeperConf:
-    _target_: str = "hydra_plugins.bimt_launchers.batched.BatchedSweeper"
+class SweeperConf:
+    _target_: str = "hydra_plugins.bimt_launchers.batched.Sweeper"
     max_batch_size: Optional[int] = None  # as the basic sweeper's: jobs handed to the launcher at once
     params: Optional[dict[str, str]] = None
 
 
+@dataclass
+class BatchedSweeperConf(SweeperConf):
+    _target_: str = "hydra_plugins.bimt_launchers.batched.BatchedSweeper"
+
+
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="bimt")
+ConfigStore.instance().store(group="hydra/sweeper", name="bimt", node=SweeperConf, provider="bimt")
 ConfigStore.instance().store(group="hydra/sweeper", name="batched", node=BatchedSweeperConf, provider="bimt")
 
 
-class BatchedSweeper(BasicSweeper):
+class Sweeper(BasicSweeper):
+    """Hydra's basic sweeper (the default in conf/config.yaml), except for failed jobs.
+
+    A job of this runner that fails (a bad value, a diverging loss, a write that fails, Ctrl-C) has
+    printed its one-line error already; the basic sweeper would print Hydra's traceback of it and
+    stop. Here every job runs, and the sweep then ends with exit code 1, in one line."""
+
+    def sweep(self, arguments: list[str]) -> Any:
+        failed: list[JobReturn] = []
+        launch = self.launcher.launch
+
+        def launch_and_keep_failures(job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+            returns = launch(job_overrides, initial_job_idx=initial_job_idx)
+            for job in returns:
+                if job.status == JobStatus.FAILED and isinstance(job._return_value, JobFailed):
+                    failed.append(job)
+                    job.status = JobStatus.COMPLETED  # reported already: the sweep goes on
+            return returns
+
+        self.launcher.launch = launch_and_keep_failures
+        returns = super().sweep(arguments)
+        if failed:
+            total = sum(len(batch) for batch in returns)
+            print(f"error: {len(failed)} of {total} jobs did not complete (see above)", file=sys.stderr)
+            raise SystemExit(1)
+        return returns
+
+
+class BatchedSweeper(Sweeper):
     """Hydra's basic sweeper, minus the check that every job's config composes: the batched launcher
     composes each job itself, and fails the sweep on one that does not, before training starts."""
 
@@ -116,8 +150,15 @@ class BatchedLauncher(Launcher):
             log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
         if self.n_jobs == 1:
             returns = _prepare_jobs(self.hydra_context, self.config, jobs)
-            for group in self._groups(returns):
-                self._report(group, _train_group(*_configs_and_dirs(group)))
+            groups = self._groups(returns)
+            for done, group in enumerate(groups, start=1):
+                results = _train_group(*_configs_and_dirs(group))
+                self._report(group, results)
+                if any(metrics["status"] == "interrupted" for metrics in results):
+                    left = sum(len(rest) for rest in groups[done:])
+                    print(f"interrupted: {left} more job(s) not started; run the same command again (same "
+                          "hydra.sweep.dir) to continue the sweep", file=sys.stderr)
+                    break
             return returns
         pool, self.pool = self.pool or self._start_pool(), None  # a later launch (sweeper batch) starts anew
         with pool:
@@ -150,10 +191,14 @@ class BatchedLauncher(Launcher):
         return groups
 
     def _report(self, group: list[JobReturn], results: list[dict]) -> None:
-        """Each job's outcome into its JobReturn, and one line for it on the terminal."""
+        """Each job's outcome into its JobReturn, and one line for it on the terminal. A job that did
+        not complete fails the sweep (a non-zero exit), an interrupted one too."""
         for job, metrics in zip(group, results):
             run_dir = job._return_value[1]
-            if metrics["status"] in ("diverged", "failed"):
+            if metrics["status"] == "interrupted":
+                metrics = {**metrics, "error": f"interrupted after step {metrics['step']}; run the same command "
+                                               "again (same hydra.sweep.dir) to continue"}
+            if metrics["status"] in ("diverged", "failed", "interrupted"):
                 print(f"error: {run_dir}: {metrics['error']}", file=sys.stderr)
                 job.status, job._return_value = JobStatus.FAILED, JobFailed(metrics["error"])
                 continue
