@@ -113,9 +113,13 @@ def test_a_diverging_job_fails_the_sweep_but_not_the_other_jobs(tmp_path):
     sweep = tmp_path / "sweep"
     result = train_cli("-m", "schedule.lambda0=1e36,1e-3", "schedule.boost=1e3", "schedule.boost_at=0.5",
                        "steps=200", f"hydra.sweep.dir={sweep}")
-    assert result.returncode != 0
+    assert result.returncode == 1
     statuses = {d.name: json.loads((d / "metrics.json").read_text())["status"] for d in sweep.iterdir() if d.is_dir()}
     assert sorted(statuses.values()) == ["completed", "diverged"]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-2:] == [
+        "error: training diverged at step 100: the loss is NaN or inf (last good checkpoint: none)",
+        "error: 1 of 2 jobs did not complete (see above)"]
 
 
 def test_rerunning_a_completed_run_changes_nothing(uninterrupted):

@@ -40,6 +40,8 @@ def test_every_job_of_a_batched_group_gets_the_outputs_of_a_single_run(batched_a
 
 
 def test_job_r_of_a_batched_group_equals_the_same_job_run_alone(batched_and_alone):
+    """Bit for bit with the default native engine: each replica runs in the same compiled code whatever
+    its group holds, and final metrics are computed replica by replica (see test_engines)."""
     batched, alone = batched_and_alone
     for together, single in zip(job_dirs(batched), job_dirs(alone)):
         logged, expected = scalars(together), scalars(single)
@@ -48,14 +50,13 @@ def test_job_r_of_a_batched_group_equals_the_same_job_run_alone(batched_and_alon
         for tag, series in expected.items():
             assert sorted(logged[tag]) == sorted(series), tag
             for step, value in series.items():
-                assert logged[tag][step] == pytest.approx(value, rel=1e-4, abs=1e-12), (together.name, tag, step)
+                assert logged[tag][step] == value, (together.name, tag, step)
         metrics, reference = (json.loads((d / "metrics.json").read_text()) for d in (together, single))
-        assert (metrics["in_perm"], metrics["out_perm"]) == (reference["in_perm"], reference["out_perm"])
-        assert (metrics["train_type"], metrics["seed"]) == (reference["train_type"], reference["seed"])
+        metrics.pop("wall_s"), reference.pop("wall_s")
+        assert metrics == reference
         checkpoint, alone_checkpoint = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (together, single))
         assert checkpoint["config"] == alone_checkpoint["config"]
-        torch.testing.assert_close(checkpoint["model"]["params"], alone_checkpoint["model"]["params"],
-                                   rtol=1e-4, atol=1e-6)
+        assert torch.equal(checkpoint["model"]["params"], alone_checkpoint["model"]["params"])
 
 
 def test_max_batch_caps_the_group_size(tmp_path):
@@ -77,7 +78,7 @@ def test_the_ablation_preset_is_every_task_train_type_and_ten_seeds_batched():
     assert params.train_type.split(",") == ["1", "2", "3", "4", "5"] and params.seed == "range(10)"
     assert config.hydra.mode.name == "MULTIRUN"
     assert config.hydra.launcher._target_.endswith("BatchedLauncher")
-    assert config.hydra.sweeper._target_.endswith("BatchedSweeper")
+    assert config.hydra.sweeper.compose_every_job_first is False
 
 
 def test_the_ablation_preset_runs_as_typed(tmp_path):

@@ -56,16 +56,13 @@ class SweeperConf:
     _target_: str = "hydra_plugins.bimt_launchers.batched.Sweeper"
     max_batch_size: Optional[int] = None  # as the basic sweeper's: jobs handed to the launcher at once
     params: Optional[dict[str, str]] = None
-
-
-@dataclass
-class BatchedSweeperConf(SweeperConf):
-    _target_: str = "hydra_plugins.bimt_launchers.batched.BatchedSweeper"
+    compose_every_job_first: bool = True  # false: leave it to the batched launcher (it composes each job)
 
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="bimt")
 ConfigStore.instance().store(group="hydra/sweeper", name="bimt", node=SweeperConf, provider="bimt")
-ConfigStore.instance().store(group="hydra/sweeper", name="batched", node=BatchedSweeperConf, provider="bimt")
+ConfigStore.instance().store(group="hydra/sweeper", name="batched", node=SweeperConf(compose_every_job_first=False),
+                             provider="bimt")
 
 
 class Sweeper(BasicSweeper):
@@ -73,7 +70,20 @@ class Sweeper(BasicSweeper):
 
     A job of this runner that fails (a bad value, a diverging loss, a write that fails, Ctrl-C) has
     printed its one-line error already; the basic sweeper would print Hydra's traceback of it and
-    stop. Here every job runs, and the sweep then ends with exit code 1, in one line."""
+    stop. Here every job runs, and the sweep then ends with exit code 1, in one line.
+
+    `compose_every_job_first=false` skips the basic sweeper's check that every job's config composes:
+    the batched launcher composes each job itself, and fails the sweep on one that does not, before
+    training starts (`hydra/sweeper=batched`)."""
+
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[dict[str, str]] = None,
+                 compose_every_job_first: bool = True) -> None:
+        super().__init__(max_batch_size, params)
+        self.compose_every_job_first = compose_every_job_first
+
+    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
+        if self.compose_every_job_first:
+            super().validate_batch_is_legal(batch)
 
     def sweep(self, arguments: list[str]) -> Any:
         failed: list[JobReturn] = []
@@ -94,14 +104,6 @@ class Sweeper(BasicSweeper):
             print(f"error: {len(failed)} of {total} jobs did not complete (see above)", file=sys.stderr)
             raise SystemExit(1)
         return returns
-
-
-class BatchedSweeper(Sweeper):
-    """Hydra's basic sweeper, minus the check that every job's config composes: the batched launcher
-    composes each job itself, and fails the sweep on one that does not, before training starts."""
-
-    def validate_batch_is_legal(self, batch: Sequence[Sequence[str]]) -> None:
-        pass
 
 
 def _prepare(cfg: DictConfig) -> tuple[RunConfig, Path] | dict:
