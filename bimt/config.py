@@ -269,11 +269,12 @@ def check_memory(config: RunConfig, task: Task, replicas: int = 1) -> None:
     """Refuse, in one line, a run (or a batched group of `replicas`) that cannot fit in memory."""
     needed, available = memory_needed(config, task, replicas), machine_memory(config.device)
     what = "one run" if replicas == 1 else f"a batched group of {replicas}"
+    samples = max(config.task.n_train, config.task.n_test)
     _require(
         needed <= available,
-        f"model.hidden={list(config.model.hidden)} needs about {needed / 2**30:.1f} GiB for {what}, more than the "
-        f"{available / 2**30:.1f} GiB this machine has; use smaller hidden widths"
-        + ("" if replicas == 1 else " or a smaller hydra.launcher.max_batch"),
+        f"model.hidden={list(config.model.hidden)} needs about {needed / 2**30:.1f} GiB for {what} "
+        f"({samples} samples), more than the {available / 2**30:.1f} GiB this machine has; use smaller hidden "
+        "widths or fewer samples" + ("" if replicas == 1 else ", or a smaller hydra.launcher.max_batch"),
     )
 
 

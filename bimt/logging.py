@@ -149,7 +149,6 @@ class WriteFailed(RuntimeError):
 
     def __init__(self, path: Path | str, reason: str) -> None:
         super().__init__(f"could not write {path}: {reason}")
-        self.path = path
 
 
 def _reason(error: OSError) -> str:
@@ -165,11 +164,10 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield temporary
         os.replace(temporary, path)
-    except OSError as error:
+    except BaseException as error:
         temporary.unlink(missing_ok=True)
-        raise WriteFailed(path, _reason(error)) from None
-    except BaseException:
-        temporary.unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            raise WriteFailed(path, _reason(error)) from None
         raise
 
 

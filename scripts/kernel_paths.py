@@ -61,35 +61,22 @@ def measure() -> dict[str, dict[str, float]]:
     from bimt.run import stack_datasets
     from bimt.tasks import TASKS
 
+    from conftest import ReplicaRecorder, switches
     from reference import PAPER, literal_model, literal_train
 
     torch.set_num_threads(1)
 
-    class Recorder:
-        def __init__(self):
-            self.rows = {}
-
-        def scalars(self, step, values):
-            self.rows[step] = {tag: value.tolist() for tag, value in values.items()}
-
-        def snapshot(self, step, model):
-            pass
-
-        def checkpoint(self, steps_done, model, optimizer):
-            pass
-
-    def switches(types):
-        return ReplicaSettings(l1=torch.tensor([t > 1 for t in types]),
-                               locality=torch.tensor([1.0 if t in (3, 5) else 0.0 for t in types]),
-                               swap=torch.tensor([t >= 4 for t in types]))
+    def switches_of(types):
+        return ReplicaSettings(*(torch.cat(parts) for parts in zip(*(
+            (s.l1, s.locality, s.swap) for s in map(switches, types)))))
 
     def run(task_name, seeds, types, engine):
         _, hidden, boost, decay = PAPER[task_name]
         task = TASKS[task_name]
         model = BioMLP([task.inputs, *hidden, task.outputs], seeds)
         data = stack_datasets([make_dataset(task, seed) for seed in seeds], torch.device("cpu"))
-        recorder = Recorder()
-        train(model, data, switches(types), Schedule(boost=boost, decay=decay),
+        recorder = ReplicaRecorder()
+        train(model, data, switches_of(types), Schedule(boost=boost, decay=decay),
               TrainSettings(STEPS, log_every=10, progress=False, engine=engine), recorder)
         return model, recorder.rows
 

@@ -3,6 +3,7 @@ the trainer logs, and the switches of a train type."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,18 @@ def train_cli(*overrides: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
     )
+
+
+def job_dirs(sweep: Path) -> list[Path]:
+    """The job directories of a multirun, in order."""
+    return sorted(d for d in sweep.iterdir() if d.is_dir())
+
+
+def metrics_without_timing(run_dir: Path) -> dict:
+    """A run's metrics.json without its wall time, which no two runs share."""
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics.pop("wall_s")
+    return metrics
 
 
 def read_events(run_dir: Path) -> EventAccumulator:

@@ -18,21 +18,13 @@ from bimt.logging import load_checkpoint, read_checkpoint
 from bimt.model import BioMLP
 from bimt.optim import AdamW
 
-from conftest import REPO, train_cli
+from conftest import REPO, job_dirs, metrics_without_timing, train_cli
 
 TASKS = ("independence", "feature_sharing", "compositionality")
 GROUP_SIZES = (1, 2, 3, 4, 20, 25)
 SHORT = ["steps=30", "checkpoint_every=10", "log_every=10", "snapshot_every=0"]
 
 
-def job_dirs(sweep):
-    return sorted(d for d in sweep.iterdir() if d.is_dir())
-
-
-def without_timing(run_dir):
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.pop("wall_s")
-    return metrics
 
 
 @pytest.fixture(scope="module")
@@ -77,11 +69,11 @@ def test_resume_continues_a_job_of_any_group_size(sweeps, size):
     """A job killed after its last checkpoint, before its metrics.json, is finished by `resume=<job dir>`
     with the numbers the group computed."""
     run_dirs = [[d for d in job_dirs(sweeps / str(size)) if d.name.endswith(f"task={task}")][-1] for task in TASKS]
-    expected = [without_timing(run_dir) for run_dir in run_dirs]
+    expected = [metrics_without_timing(run_dir) for run_dir in run_dirs]
     for run_dir in run_dirs:
         (run_dir / "metrics.json").unlink()
     resumes = [subprocess.Popen([sys.executable, str(REPO / "train.py"), f"resume={run_dir}"], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for run_dir in run_dirs]
     for process in resumes:
         assert process.wait(timeout=300) == 0, process.stderr.read()
-    assert [without_timing(run_dir) for run_dir in run_dirs] == expected
+    assert [metrics_without_timing(run_dir) for run_dir in run_dirs] == expected

@@ -11,16 +11,11 @@ import time
 import pytest
 import torch
 
-from conftest import REPO, read_events, train_cli
+from conftest import REPO, metrics_without_timing, read_events, train_cli
 
 STEPS = 20000  # long enough (a second or two) to be stopped between two checkpoints
 RUN = ["task=feature_sharing", f"steps={STEPS}", "checkpoint_every=300", "log_every=100", "snapshot_every=1000"]
 
-
-def metrics_without_timing(run_dir):
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.pop("wall_s")
-    return metrics
 
 
 def scalar_steps_and_values(run_dir, tag="loss/test"):

@@ -7,7 +7,6 @@ the first time) gives exactly the uninterrupted sweep's numbers, by construction
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 import time
@@ -17,18 +16,7 @@ import torch
 
 from bimt.logging import read_checkpoint
 
-from conftest import REPO, read_events, train_cli
-
-
-def job_dirs(sweep):
-    return sorted(d for d in sweep.iterdir() if d.is_dir())
-
-
-def without_timing(run_dir):
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    metrics.pop("wall_s")
-    return metrics
-
+from conftest import REPO, job_dirs, metrics_without_timing, read_events, train_cli
 
 SWEEP = ["-m", "hydra/launcher=batched", "task=independence,feature_sharing", "train_type=2,5", "seed=0,1",
          "steps=20000", "checkpoint_every=500", "log_every=500", "snapshot_every=5000"]
@@ -65,7 +53,7 @@ def test_a_killed_batched_sweep_run_again_continues_to_the_uninterrupted_numbers
     assert (damaged / "checkpoint.pt.unreadable").read_bytes() == b"not a checkpoint"
     assert [d.name for d in job_dirs(sweep)] == [d.name for d in job_dirs(uninterrupted)]
     for continued, reference in zip(job_dirs(sweep), job_dirs(uninterrupted)):
-        assert without_timing(continued) == without_timing(reference), continued.name
+        assert metrics_without_timing(continued) == metrics_without_timing(reference), continued.name
         steps_and_values = [[(e.step, e.value) for e in read_events(d).Scalars("loss/test")] for d in (continued, reference)]
         assert steps_and_values[0] == steps_and_values[1], continued.name
         final = [torch.load(d / "checkpoint.pt", weights_only=False)["model"]["params"] for d in (continued, reference)]
