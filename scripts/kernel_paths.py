@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Measure how far the engines' numbers move with the CPU's kernels, and run the float tests on each path.
 
-MKL picks its matrix kernels per CPU (and `MKL_CBWR` forces one branch); numba compiles for the host
-CPU (and `NUMBA_CPU_NAME`/`NUMBA_CPU_FEATURES` force another vector width). For each such kernel
-path this script, in a child process with that environment:
+MKL picks its matrix kernels per CPU (and `MKL_CBWR` forces one branch), ATen its vectorised reductions
+(`ATEN_CPU_CAPABILITY` forces a narrower one), and numba compiles for the host CPU (`NUMBA_CPU_NAME` and
+`NUMBA_CPU_FEATURES` force another vector width; the name alone keeps the host's features, so the paths
+below set both where it matters). For each such kernel path this script, in a child process with that
+environment:
   - measures, over 600 steps of every train type and task at the paper's settings, the largest
     relative difference of every logged value (train, test, total loss, cost) between
       eager single run   and the literal algorithm (tests/reference.py): 0 by construction;
@@ -11,7 +13,7 @@ path this script, in a child process with that environment:
       eager batched      (replicas of different seeds and train types) and each replica alone;
       native batched     and each replica alone: 0 by construction;
     before the lambda boost and after it, and whether the final permutations are the same;
-  - with `--tests`, runs the float-sensitive tests (test_fidelity.py, test_engines.py).
+  - with `--tests`, runs the float-sensitive tests (test_fidelity.py, test_engines.py, test_relocate.py).
 The tolerances in those tests come from these figures (see their docs).
 
     python scripts/kernel_paths.py            # every path this CPU supports
@@ -29,6 +31,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = 600  # lambda boost at 150, decay and biases at 450, relocations after 199, 399 and 599
+# Haswell's features: what numba compiles for on an AVX2 machine (NUMBA_CPU_NAME alone keeps the host's).
+AVX2_FEATURES = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,+sse,+sse2,"
+                 "+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
+FLOAT_TESTS = ["tests/test_fidelity.py", "tests/test_engines.py", "tests/test_relocate.py"]
 CASES = [("independence", t) for t in range(1, 6)] + [("feature_sharing", 5), ("compositionality", 5)]
 
 
@@ -39,16 +45,19 @@ def kernel_paths() -> dict[str, dict[str, str]]:
     for branch, flag in (("SSE4_2", "sse4_2"), ("AVX", " avx "), ("AVX2", "avx2"), ("AVX512", "avx512f")):
         if flag in flags:
             paths[f"MKL_CBWR={branch}"] = {"MKL_CBWR": branch}
-    paths["NUMBA_CPU_NAME=generic (128-bit)"] = {"NUMBA_CPU_NAME": "generic"}
+    for capability in ("default", "avx2"):  # ATen's own vectorised kernels (reductions, elementwise)
+        paths[f"ATEN_CPU_CAPABILITY={capability}"] = {"ATEN_CPU_CAPABILITY": capability}
+    paths["numba: NUMBA_CPU_NAME=generic (128-bit vectors)"] = {"NUMBA_CPU_NAME": "generic"}
     if "avx2" in flags:
-        paths["NUMBA_CPU_NAME=haswell (256-bit)"] = {"NUMBA_CPU_NAME": "haswell"}
+        paths["numba: an AVX2 CPU without AVX-512 (256-bit)"] = {"NUMBA_CPU_NAME": "haswell",
+                                                                "NUMBA_CPU_FEATURES": AVX2_FEATURES}
     if "avx512f" in flags:
         import llvmlite.binding as llvm
 
         llvm.initialize_native_target()
         features = llvm.get_host_cpu_features().flatten()
-        paths["numba 512-bit vectors"] = {"NUMBA_CPU_NAME": "skylake-avx512",
-                                          "NUMBA_CPU_FEATURES": features + ",-prefer-256-bit"}
+        paths["numba: AVX-512 without the 256-bit preference (512-bit)"] = {
+            "NUMBA_CPU_NAME": "skylake-avx512", "NUMBA_CPU_FEATURES": features + ",-prefer-256-bit"}
     return paths
 
 
@@ -140,7 +149,7 @@ def main() -> int:
             print(f"  {comparison:26} before boost {entry['before_boost']:.1e}  after boost {entry['after_boost']:.1e}"
                   f"  same permutations: {entry['same_permutations']}")
         if args.tests:
-            tests = subprocess.run([sys.executable, "-m", "pytest", "-q", "tests/test_fidelity.py", "tests/test_engines.py"],
+            tests = subprocess.run([sys.executable, "-m", "pytest", "-q", *FLOAT_TESTS],
                                    env=env, capture_output=True, text=True, cwd=REPO)
             print(f"  tests: {tests.stdout.strip().splitlines()[-1]}")
             failed = failed or tests.returncode != 0
