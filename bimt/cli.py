@@ -98,7 +98,6 @@ def resume_overrides(argv: Sequence[str]) -> list[str]:
     return list(argv)
 
 
-
 def group_options(conf_dir: Path, group: str) -> list[str]:
     return sorted(path.stem for path in (conf_dir / group).glob("*.yaml"))
 

@@ -98,8 +98,8 @@ def mse(model: BioMLP, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     Each replica is computed on its own, with a single run's kernels: a job's final metrics do not
     depend on the batch it trained in (a batched product may round differently on some CPUs)."""
     x, order = model.to_positions(x), model.output_order()
-    return torch.cat([((model.forward_positions(x[r : r + 1], order[r : r + 1], r) - y[r : r + 1]) ** 2).mean(dim=(1, 2))
-                      for r in range(model.replicas)])
+    errors = [model.forward_positions(x[r : r + 1], order[r : r + 1], r) - y[r : r + 1] for r in range(model.replicas)]
+    return torch.cat([(error**2).mean(dim=(1, 2)) for error in errors])
 
 
 @torch.no_grad()
