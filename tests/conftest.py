@@ -4,6 +4,7 @@ the trainer logs, and the switches of a train type."""
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -27,6 +28,17 @@ def train_cli(*overrides: str) -> subprocess.CompletedProcess:
         text=True,
         timeout=600,
     )
+
+
+def train_cli_with_file_size_limit(limit: int, *overrides: str) -> subprocess.CompletedProcess:
+    """`train_cli` in a process that may write no file past `limit` bytes (RLIMIT_FSIZE): the system
+    refuses such a write (EFBIG) as it refuses one on a full disk (ENOSPC)."""
+
+    def limit_file_size():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *overrides], cwd=REPO, capture_output=True,
+                          text=True, timeout=600, preexec_fn=limit_file_size)
 
 
 def job_dirs(sweep: Path) -> list[Path]:

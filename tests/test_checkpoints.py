@@ -18,13 +18,19 @@ from bimt.logging import load_checkpoint, read_checkpoint
 from bimt.model import BioMLP
 from bimt.optim import AdamW
 
-from conftest import REPO, job_dirs, metrics_without_timing, train_cli
+from conftest import REPO, job_dirs, metrics_without_timing, train_cli, train_cli_with_file_size_limit
 
 TASKS = ("independence", "feature_sharing", "compositionality")
 GROUP_SIZES = (1, 2, 3, 4, 20, 25)
 SHORT = ["steps=30", "checkpoint_every=10", "log_every=10", "snapshot_every=0"]
 
 
+def sweep(size, sweep_dir, file_size_limit=None):
+    """Every task with seeds 0..size-1, batched: one group of `size` jobs per task."""
+    overrides = ["-m", "hydra/launcher=batched", "hydra/sweeper=batched", f"task={','.join(TASKS)}",
+                 f"seed=range({size})", *SHORT, f"hydra.sweep.dir={sweep_dir}"]
+    return train_cli(*overrides) if file_size_limit is None else train_cli_with_file_size_limit(file_size_limit,
+                                                                                                 *overrides)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +38,7 @@ def sweeps(tmp_path_factory):
     """For each group size R: every task with seeds 0..R-1, batched (one group of R per task)."""
     root = tmp_path_factory.mktemp("groups")
     for size in GROUP_SIZES:
-        result = train_cli("-m", "hydra/launcher=batched", "hydra/sweeper=batched", f"task={','.join(TASKS)}",
-                           f"seed=range({size})", *SHORT, f"hydra.sweep.dir={root / str(size)}")
+        result = sweep(size, root / str(size))
         assert result.returncode == 0, result.stderr
         assert result.stdout.count(f"Training {size} job(s) as one batched model") + result.stderr.count(
             f"Training {size} job(s) as one batched model") == len(TASKS)
@@ -64,16 +69,31 @@ def test_the_report_reads_every_group_size(sweeps, size):
     assert all(int(row["seeds"]) == size for row in rows)
 
 
+@pytest.fixture(scope="module")
+def stopped_sweeps(sweeps, tmp_path_factory):
+    """The same sweeps, stopped by a write that fails after the last checkpoint before the end (the
+    final network figure, under a file-size limit between a checkpoint's size and the figure's)."""
+    sizes = {name: [path.stat().st_size for path in sweeps.glob(f"*/*/{name}")] for name in ("checkpoint.pt", "network.png")}
+    assert max(sizes["checkpoint.pt"]) < min(sizes["network.png"]), "the limit must let checkpoints through"
+    limit = (max(sizes["checkpoint.pt"]) + min(sizes["network.png"])) // 2
+    root = tmp_path_factory.mktemp("stopped")
+    for size in GROUP_SIZES:
+        result = sweep(size, root / str(size), file_size_limit=limit)
+        assert result.returncode == 1 and "network.png: File too large" in result.stderr, result.stderr
+    return root
+
+
 @pytest.mark.parametrize("size", GROUP_SIZES)
-def test_resume_continues_a_job_of_any_group_size(sweeps, size):
-    """A job killed after its last checkpoint, before its metrics.json, is finished by `resume=<job dir>`
-    with the numbers the group computed."""
-    run_dirs = [[d for d in job_dirs(sweeps / str(size)) if d.name.endswith(f"task={task}")][-1] for task in TASKS]
-    expected = [metrics_without_timing(run_dir) for run_dir in run_dirs]
+def test_resume_continues_a_job_of_any_group_size_to_the_groups_numbers(sweeps, stopped_sweeps, size):
+    """`resume=<job dir>` continues one job of each task's group, alone, from its checkpoint at step
+    20 of 30, and ends with the numbers the uninterrupted group computed for it."""
+    run_dirs = [[d for d in job_dirs(stopped_sweeps / str(size)) if d.name.endswith(f"task={task}")][-1] for task in TASKS]
     for run_dir in run_dirs:
-        (run_dir / "metrics.json").unlink()
+        status = json.loads((run_dir / "metrics.json").read_text())
+        assert (status["status"], status["step"], read_checkpoint(run_dir / "checkpoint.pt")["step"]) == ("failed", 20, 20)
     resumes = [subprocess.Popen([sys.executable, str(REPO / "train.py"), f"resume={run_dir}"], cwd=REPO,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True) for run_dir in run_dirs]
     for process in resumes:
         assert process.wait(timeout=300) == 0, process.stderr.read()
-    assert [metrics_without_timing(run_dir) for run_dir in run_dirs] == expected
+    for run_dir in run_dirs:
+        assert metrics_without_timing(run_dir) == metrics_without_timing(sweeps / str(size) / run_dir.name)

@@ -10,15 +10,12 @@ the network figure is the first file to reach them.
 from __future__ import annotations
 
 import json
-import resource
-import subprocess
-import sys
 
 import pytest
 
 from bimt.logging import read_checkpoint
 
-from conftest import REPO, train_cli
+from conftest import train_cli, train_cli_with_file_size_limit
 
 RUN = ["steps=400", "checkpoint_every=100", "log_every=50", "snapshot_every=0"]
 WRITE_FAILED = 4
@@ -33,14 +30,6 @@ def sizes(tmp_path_factory):
     return {path.name: path.stat().st_size for path in run_dir.iterdir() if path.is_file()}
 
 
-def run_with_file_size_limit(limit, *overrides):
-    def limit_file_size():
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *overrides], cwd=REPO, capture_output=True,
-                          text=True, timeout=300, preexec_fn=limit_file_size)
-
-
 def assert_one_line_and_nothing_half_written(result, run_dir, what):
     assert result.returncode == WRITE_FAILED, result.stderr
     (line,) = result.stderr.strip().splitlines()
@@ -53,7 +42,7 @@ def assert_one_line_and_nothing_half_written(result, run_dir, what):
 
 def test_a_checkpoint_that_cannot_be_written(sizes, tmp_path):
     run_dir = tmp_path / "run"
-    result = run_with_file_size_limit(sizes["checkpoint.pt"] // 2, *RUN, f"hydra.run.dir={run_dir}")
+    result = train_cli_with_file_size_limit(sizes["checkpoint.pt"] // 2, *RUN, f"hydra.run.dir={run_dir}")
     line, status = assert_one_line_and_nothing_half_written(result, run_dir, "checkpoint.pt")
     assert line.endswith("no checkpoint was written yet; free space, then run it again")
     assert status["step"] == 0 and not (run_dir / "checkpoint.pt").exists()
@@ -62,7 +51,7 @@ def test_a_checkpoint_that_cannot_be_written(sizes, tmp_path):
 def test_an_event_file_that_cannot_be_written(sizes, tmp_path):
     run_dir = tmp_path / "run"
     frequent_snapshots = ["steps=400", "checkpoint_every=1000", "log_every=50", "snapshot_every=50"]
-    result = run_with_file_size_limit(sizes["checkpoint.pt"] * 3 // 2, *frequent_snapshots, f"hydra.run.dir={run_dir}")
+    result = train_cli_with_file_size_limit(sizes["checkpoint.pt"] * 3 // 2, *frequent_snapshots, f"hydra.run.dir={run_dir}")
     assert_one_line_and_nothing_half_written(result, run_dir, "events.out.tfevents.*")
     assert "Traceback" not in result.stderr
 
@@ -71,7 +60,7 @@ def test_a_figure_that_cannot_be_written_keeps_the_checkpoint_to_continue_from(s
     assert sizes["checkpoint.pt"] < sizes["network.png"], "the limit must let checkpoints through"
     run_dir = tmp_path / "run"
     limit = (sizes["checkpoint.pt"] + sizes["network.png"]) // 2
-    result = run_with_file_size_limit(limit, *RUN, f"hydra.run.dir={run_dir}")
+    result = train_cli_with_file_size_limit(limit, *RUN, f"hydra.run.dir={run_dir}")
     line, status = assert_one_line_and_nothing_half_written(result, run_dir, "network.png")
     step = read_checkpoint(run_dir / "checkpoint.pt")["step"]
     assert step == status["step"] == 300
