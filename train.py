@@ -26,7 +26,7 @@ from bimt.cli import (
     resume_overrides,
 )
 from bimt.config import ConfigError, load_config, resolve_task
-from bimt.logging import METRICS, read_status
+from bimt.outputs import METRICS, read_status
 from bimt.run import Diverged, config_for_run_dir, resume_command, run
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"

@@ -26,8 +26,8 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from bimt.config import load_config, resolve_task
-from bimt.logging import CHECKPOINT, METRICS, UnreadableCheckpoint, flatten, read_checkpoint, save_figure_atomic
 from bimt.model import BioMLP
+from bimt.outputs import CHECKPOINT, METRICS, UnreadableCheckpoint, flatten, read_checkpoint, save_figure_atomic
 from bimt.plot import draw_network
 
 COLUMNS = [  # (metrics.json key, column title, number format)

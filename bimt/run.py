@@ -23,7 +23,10 @@ from omegaconf import OmegaConf
 
 from bimt.analysis import modularity_metrics, modularity_scalars
 from bimt.config import ConfigError, RunConfig, check_memory, load_config, resolve_device, resolve_task
-from bimt.logging import (
+from bimt.memory import keep_freed_memory
+from bimt.model import BioMLP
+from bimt.optim import AdamW
+from bimt.outputs import (
     CHECKPOINT,
     METRICS,
     RunLogger,
@@ -38,9 +41,6 @@ from bimt.logging import (
     saved_checkpoint,
     write_json_atomic,
 )
-from bimt.memory import keep_freed_memory
-from bimt.model import BioMLP
-from bimt.optim import AdamW
 from bimt.plot import draw_predictions
 from bimt.tasks import Dataset, make_dataset
 from bimt.trainer import ReplicaSettings, TrainSettings, evaluate, make_optimizer, train

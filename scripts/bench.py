@@ -32,8 +32,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the literal algorithm is kept with the tests, as their oracle
 
 from bimt import BioMLP, NullLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, relocate, train  # noqa: E402
-from bimt.logging import RunLogger  # noqa: E402
 from bimt.memory import keep_freed_memory  # noqa: E402
+from bimt.outputs import RunLogger  # noqa: E402
 from bimt.run import stack_datasets  # noqa: E402
 from bimt.tasks import TASKS  # noqa: E402
 

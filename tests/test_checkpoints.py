@@ -14,9 +14,9 @@ import sys
 import pytest
 
 from bimt.cost import connection_cost
-from bimt.logging import load_checkpoint, read_checkpoint
 from bimt.model import BioMLP
 from bimt.optim import AdamW
+from bimt.outputs import load_checkpoint, read_checkpoint
 
 from conftest import REPO, job_dirs, metrics_without_timing, train_cli, train_cli_with_file_size_limit
 

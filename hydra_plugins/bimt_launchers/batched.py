@@ -38,7 +38,7 @@ from omegaconf import DictConfig, open_dict
 
 from bimt.cli import JobFailed, fail
 from bimt.config import ConfigError, RunConfig, load_config
-from bimt.logging import read_status
+from bimt.outputs import read_status
 from bimt.run import checkpoint_step, config_for_run_dir, group_key, run_group
 
 log = logging.getLogger(__name__)
