@@ -183,17 +183,18 @@ def events_of(run_dir: Path) -> Iterator[None]:
         raise WriteFailed(run_dir / "events.out.tfevents.*", _reason(error)) from None
 
 
+_report_thread_error = threading.excepthook
+
+
+def _quiet_writer_thread_error(args: threading.ExceptHookArgs) -> None:
+    if not (isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)):
+        _report_thread_error(args)
+
+
 def quiet_event_writer_threads() -> None:
     """Keep TensorBoard's writer thread from printing a traceback when a write fails: the error
     reaches the run through the next write (`events_of`), which reports it in one line."""
-    previous = threading.excepthook
-
-    def hook(args: threading.ExceptHookArgs) -> None:
-        if not (isinstance(args.thread, _AsyncWriterThread) and isinstance(args.exc_value, OSError)):
-            previous(args)
-
-    if getattr(threading.excepthook, "__qualname__", "") != hook.__qualname__:
-        threading.excepthook = hook
+    threading.excepthook = _quiet_writer_thread_error
 
 
 def write_json_atomic(path: Path, data: dict[str, Any]) -> None:

@@ -52,22 +52,19 @@ class Run:
     path: Path
     metrics: dict[str, Any]
     settings: dict[str, Any]  # the run's config as dotted keys, with its task name and train type
+    seed: int
 
     @property
     def task(self) -> str:
         return self.settings["task.name"]
-
-    @property
-    def seed(self) -> int:
-        return self.metrics["seed"]
 
 
 def read_run(run_dir: Path, metrics: dict[str, Any]) -> Run:
     """A completed run from its metrics.json, which holds its whole config; KeyError if a key is missing."""
     config = {key: json.dumps(value) if isinstance(value, (list, dict)) else value
               for key, value in flatten(metrics.get("config") or {}).items()}
-    metrics["seed"]  # noqa: B018 - every run needs one: a KeyError here makes it unreadable
-    return Run(run_dir, metrics, {**config, "task.name": metrics["task"], "train_type": metrics["train_type"]})
+    return Run(run_dir, metrics, {**config, "task.name": metrics["task"], "train_type": metrics["train_type"]},
+               metrics["seed"])
 
 
 def find_runs(root: Path) -> tuple[list[Run], list[str]]:
