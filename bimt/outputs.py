@@ -26,6 +26,7 @@ from PIL import Image
 from tensorboard.compat.proto.summary_pb2 import Summary
 from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.tensorboard import SummaryWriter
+from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from bimt.model import BioMLP
 from bimt.optim import AdamW
@@ -96,7 +97,9 @@ class RunLogger:
         images: dict[str, np.ndarray],
     ) -> None:
         """Final images and `modularity/` scalars at `step`, and the hparams summary with the final
-        metrics (written into the run's own directory, so TensorBoard shows them with the run)."""
+        metrics, in the run's own event file. (`SummaryWriter.add_hparams` would open a second file,
+        which TensorBoard may read before the first when both are named in the same second; the
+        first one's purge marker would then drop the final metrics.)"""
         writer = self.writers[replica]
         with events_of(self.run_dirs[replica]):
             for tag, rgb in images.items():
@@ -104,7 +107,10 @@ class RunLogger:
             for tag, value in modularity.items():
                 writer.add_scalar(f"modularity/{tag}", value, step)
             final = {f"final/{key}": value for key, value in metrics.items()}
-            writer.add_hparams(hparams, final, run_name=".", global_step=step)
+            for summary in hparams_summaries(hparams, final):
+                writer.file_writer.add_summary(summary, step)
+            for tag, value in final.items():
+                writer.add_scalar(tag, value, step)
             writer.flush()
 
     def close(self) -> None:
