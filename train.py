@@ -27,7 +27,7 @@ from bimt.cli import (
 )
 from bimt.config import ConfigError, load_config, resolve_task
 from bimt.outputs import METRICS, read_status
-from bimt.run import Diverged, config_for_run_dir, resume_command, run
+from bimt.run import Diverged, config_for_run_dir, result_line, resume_command, run
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 DIVERGED, WRITE_FAILED, INTERRUPTED = 3, 4, 130
@@ -56,14 +56,14 @@ def main(cfg: DictConfig) -> dict:
         if not in_sweep:
             sys.exit(INTERRUPTED)
         return metrics
-    print(
-        f"{metrics['task']} train_type={metrics['train_type']} seed={metrics['seed']}: "
-        f"train MSE {metrics['train_mse']:.3e} | test MSE {metrics['test_mse']:.3e} | "
-        f"connection cost {metrics['connection_cost']:.3f} | outputs in {run_dir}"
-    )
-    found = "found" if metrics["expected_structure_found"] else "not found"
-    print(f"inputs each output depends on, after pruning |w| < 0.01 (expected structure {found}):")
-    print(format_dependencies(np.array(metrics["dependencies"], dtype=bool), resolve_task(config.task)))
+    print(f"{result_line(metrics)} | outputs in {run_dir}")
+    if "dependencies" in metrics:
+        found = "found" if metrics["expected_structure_found"] else "not found"
+        print(f"inputs each output depends on, after pruning |w| < 0.01 (expected structure {found}):")
+        print(format_dependencies(np.array(metrics["dependencies"], dtype=bool), resolve_task(config.task)))
+    if "active_embedding_dims" in metrics:
+        print(f"embedding dimensions in use after pruning |w| < 0.01: {metrics['n_active_embedding_dims']} "
+              f"of {config.model.embedding_dim}")
     return metrics
 
 

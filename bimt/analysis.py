@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from bimt.cost import active_weights
+from bimt.losses import LOSSES, measure
 from bimt.model import BioMLP
 from bimt.tasks import Dataset, Task
-from bimt.trainer import mse
 
 
 @torch.no_grad()
@@ -89,21 +89,42 @@ def format_dependencies(matrix: np.ndarray, task: Task) -> str:
     return "\n".join(lines)
 
 
+def active_embedding_dims(model: BioMLP, threshold: float = 1e-2, replica: int = 0) -> list[int]:
+    """The embedding dimensions (features, 0-based) that still feed the network after pruning: some
+    first-layer weight from them, in either operand's fold, is at least `threshold`."""
+    weight = model.weights[0][replica].detach().abs()
+    outgoing = weight.reshape(weight.shape[0], model.in_fold, -1).amax(dim=(0, 1))  # per position
+    features = model.in_perm[replica].tolist()
+    return sorted(features[position] for position in torch.nonzero(outgoing >= threshold).flatten().tolist())
+
+
 @torch.no_grad()
 def modularity_metrics(model: BioMLP, data: Dataset, task: Task, threshold: float = 1e-2) -> dict[str, Any]:
-    """Everything above for replica 0 of a trained model, as plain values for metrics.json."""
+    """Everything above for replica 0 of a trained model, as plain values for metrics.json: for a
+    classifier its accuracy after pruning, for a model with embeddings the dimensions still in use,
+    for a task that declares its module structure whether that structure was found."""
     pruned = prune(model, threshold)
-    dependencies = dependency_matrix(pruned)
-    return {
+    loss = LOSSES[task.loss]
+    name = "loss" if task.classifies else "mse"
+    metrics: dict[str, Any] = {
         "active_weights_1e-2": int(active_weights(model, 1e-2)[0]),
         "active_weights_1e-3": int(active_weights(model, 1e-3)[0]),
-        "pruned_train_mse": mse(pruned, data.train_x, data.train_y)[0].item(),
-        "pruned_test_mse": mse(pruned, data.test_x, data.test_y)[0].item(),
-        "components": output_components(pruned),
-        "dependencies": dependencies.astype(int).tolist(),
-        "expected_structure_found": bool(np.array_equal(dependencies, task.dependencies)),
-        "wire_length": wire_length(model),
     }
+    for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
+        values = measure(pruned, x, y, loss)
+        metrics[f"pruned_{split}_{name}"] = values["loss"][0].item()
+        if task.classifies:
+            metrics[f"pruned_{split}_acc"] = values["acc"][0].item()
+    metrics["components"] = output_components(pruned)
+    if model.embedding is not None:
+        dims = active_embedding_dims(model, threshold)
+        metrics.update({"active_embedding_dims": dims, "n_active_embedding_dims": len(dims)})
+    if task.dependencies is not None:
+        dependencies = dependency_matrix(pruned)
+        metrics["dependencies"] = dependencies.astype(int).tolist()
+        metrics["expected_structure_found"] = bool(np.array_equal(dependencies, task.dependencies))
+    metrics["wire_length"] = wire_length(model)
+    return metrics
 
 
 def modularity_scalars(metrics: dict[str, Any]) -> dict[str, float]:

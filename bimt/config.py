@@ -18,8 +18,21 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bimt import jit
 from bimt.formula import FormulaError, parse
+from bimt.native import unsupported
 from bimt.schedule import Schedule
-from bimt.tasks import TASKS, Task, custom_task, make_dataset
+from bimt.tasks import (
+    TASKS,
+    Dataset,
+    Task,
+    custom_task,
+    make_dataset,
+    modular_addition_data,
+    modular_addition_task,
+    permutation_data,
+    permutation_task,
+    two_moons_data,
+    two_moons_task,
+)
 
 
 class ConfigError(ValueError):
@@ -36,7 +49,10 @@ class TaskConfig:
     outputs: list[str] | None = None  # custom tasks: one formula per output; null for the paper's tasks
     low: float = -1.0  # inputs are drawn uniformly from [low, high)
     high: float = 1.0
-    noise: float = 0.0  # standard deviation of Gaussian noise on the training labels
+    noise: float = 0.0  # formulas: std of Gaussian noise on the training labels; two_moons: make_moons' noise
+    data_seed: int | None = None  # the data's own seed (two_moons); null: the run's seed draws data and weights
+    p: int | None = None  # modular_addition: the modulus
+    train_fraction: float | None = None  # group tasks: share of all pairs that are training data
 
 
 @dataclass
@@ -45,6 +61,11 @@ class ModelConfig:
     in_fold: int = 1
     out_fold: int = 1
     l0: float = 0.1
+    weight_factor: float = 1.0  # locality weight of the training cost (train types with `local`)
+    mean_cost: bool = False  # each cost term averaged over its entries (Section 3.3) instead of summed
+    embedding_dim: int | None = None  # tasks with tokens: size of each token's learned embedding
+    embedding_cost: bool = True  # l0 * |embedding| is part of the cost
+    dtype: str = "float32"  # float32 | float64
 
 
 @dataclass
@@ -64,6 +85,7 @@ class OptimConfig:
 class RelocateConfig:
     every: int = 200
     top_k: int = 5
+    weight_factor: float = 1.0  # locality weight of the cost that scores candidate swaps
     permute_optimizer_state: bool = False
 
 
@@ -114,6 +136,7 @@ class RunConfig:
 
 DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("native", "eager")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
 def load_config(cfg: DictConfig) -> RunConfig:
@@ -132,8 +155,13 @@ def load_config(cfg: DictConfig) -> RunConfig:
 PAPER_LOW, PAPER_HIGH = -1.0, 1.0  # the paper tasks' input range
 
 
+CLASSIFIERS = ("two_moons", "modular_addition", "permutation_s4")
+
+
 def resolve_task(config: TaskConfig) -> Task:
     """The paper's task of that name, or a custom task built from `outputs` formulas."""
+    if config.name in CLASSIFIERS:
+        return _classifier(config)
     _require(
         config.outputs is None or config.name not in TASKS,
         f"task.outputs cannot be used with the paper task {config.name} (task.name={config.name}); your own "
@@ -160,6 +188,47 @@ def resolve_task(config: TaskConfig) -> Task:
     inputs = config.inputs if config.inputs is not None else max(f.max_input for f in formulas)
     _require(inputs >= 1, f"task.inputs={inputs} is not allowed; a task needs at least one input")
     return custom_task(config.name, inputs, formulas)
+
+
+def _classifier(config: TaskConfig) -> Task:
+    """Two moons or a group task, after checking the settings that apply to it."""
+    for key, value, default in (("inputs", config.inputs, None), ("outputs", config.outputs, None),
+                                ("low", config.low, PAPER_LOW), ("high", config.high, PAPER_HIGH)):
+        _require(value == default, f"task.{key}={value} does not apply to the classification task {config.name}; "
+                 "leave it unset")
+    if config.name == "two_moons":
+        for key in ("p", "train_fraction"):
+            _require(getattr(config, key) is None, f"task.{key}={getattr(config, key)} does not apply to two_moons; "
+                     "its sizes are task.n_train and task.n_test")
+        _require(config.noise >= 0, f"task.noise={config.noise} is not allowed; make_moons' noise is a standard deviation >= 0")
+        return two_moons_task()
+    fraction = config.train_fraction
+    _require(fraction is not None and 0 < fraction < 1,
+             f"task.train_fraction={fraction} is not allowed; it is the share of all pairs used for training, in (0, 1)")
+    _require(config.noise == 0, f"task.noise={config.noise} does not apply to {config.name}; its labels are exact")
+    if config.name == "modular_addition":
+        _require(config.p is not None and config.p >= 2, f"task.p={config.p} is not allowed; the modulus must be an integer >= 2")
+        task = modular_addition_task(config.p)
+    else:
+        _require(config.p is None, f"task.p={config.p} does not apply to permutation_s4 (S4 has 24 elements)")
+        task = permutation_task(4)
+    pairs = task.tokens**2
+    train = int(pairs * fraction)
+    _require(0 < train < pairs, f"task.train_fraction={fraction} leaves {'no training' if train == 0 else 'no test'} "
+             f"pairs among the {pairs} of {config.name}; use a fraction that leaves some of both")
+    return task
+
+
+def task_data(config: TaskConfig, task: Task, seed: int) -> Dataset:
+    """The task's data for a run with `seed` (the task's own `data_seed` where it has one)."""
+    seed = seed if config.data_seed is None else config.data_seed
+    if task.name == "two_moons":
+        return two_moons_data(seed, config.n_train, config.n_test, config.noise)
+    if task.name == "modular_addition":
+        return modular_addition_data(seed, config.p, config.train_fraction)
+    if task.name == "permutation_s4":
+        return permutation_data(seed, 4, config.train_fraction)
+    return make_dataset(task, seed, config.n_train, config.n_test, config.low, config.high, config.noise)
 
 
 def check_formulas_are_finite(config: TaskConfig, task: Task, seed: int) -> None:
@@ -208,14 +277,28 @@ def validate(config: RunConfig) -> None:
     _require(len(model.hidden) >= 1, "model.hidden=[] is not allowed; give at least one hidden width")
     for width in model.hidden:
         _require(width >= 1, f"model.hidden={list(model.hidden)} is not allowed; every hidden width must be >= 1")
-    _require(
-        spec.inputs % model.in_fold == 0,
-        f"model.in_fold={model.in_fold} does not fit task {task.name}: it must divide its {spec.inputs} inputs",
-    )
+    if spec.tokens:
+        _require(model.embedding_dim is not None and model.embedding_dim >= 1,
+                 f"model.embedding_dim={model.embedding_dim} is not allowed; {task.name} embeds its tokens: use an integer >= 1")
+        _require(model.in_fold == spec.inputs, f"model.in_fold={model.in_fold} does not fit task {task.name}: "
+                 f"its {spec.inputs} operands are embedded one per input fold, so in_fold must be {spec.inputs}")
+    else:
+        _require(model.embedding_dim is None,
+                 f"model.embedding_dim={model.embedding_dim} does not apply to task {task.name}, whose inputs are numbers; leave it null")
+        _require(
+            spec.inputs % model.in_fold == 0,
+            f"model.in_fold={model.in_fold} does not fit task {task.name}: it must divide its {spec.inputs} inputs",
+        )
+    if spec.classifies:
+        _require(model.out_fold == 1, f"model.out_fold={model.out_fold} does not apply to the classification task "
+                 f"{task.name}: its {spec.outputs} classes are one row of outputs (out_fold=1)")
     _require(
         spec.outputs % model.out_fold == 0,
         f"model.out_fold={model.out_fold} does not fit task {task.name}: it must divide its {spec.outputs} outputs",
     )
+    _require(model.dtype in DTYPES, f"model.dtype={model.dtype!r} is unknown; allowed: {', '.join(DTYPES)}")
+    for key, value in (("model.weight_factor", model.weight_factor), ("relocate.weight_factor", config.relocate.weight_factor)):
+        _require(math.isfinite(value) and value >= 0, f"{key}={value} is not allowed; it must be a finite number >= 0")
     _require(model.l0 >= 0, f"model.l0={model.l0} is not allowed; it must be >= 0")
     _require(config.optim.lr > 0, f"optim.lr={config.optim.lr} is not allowed; it must be > 0")
     _require(config.optim.weight_decay >= 0, f"optim.weight_decay={config.optim.weight_decay} is not allowed; it must be >= 0")
@@ -240,6 +323,9 @@ def validate(config: RunConfig) -> None:
         config.engine != "native" or config.device != "cuda",
         "engine=native runs on the CPU; with device=cuda use engine=eager",
     )
+    reason = unsupported(spec.classifies, spec.tokens > 0, DTYPES[model.dtype], model.mean_cost)
+    _require(config.engine != "native" or reason is None,
+             f"engine=native cannot run task {task.name}: {reason}; use engine=eager")
     _require(
         config.engine != "native" or jit.available(),
         "engine=native needs numba, which cannot be imported here (pip install numba); or use engine=eager",
@@ -247,13 +333,20 @@ def validate(config: RunConfig) -> None:
     check_memory(config, spec)
 
 
+def model_shape(config: RunConfig, task: Task) -> list[int]:
+    """Neurons per layer: the task's inputs (each embedded, for a task with tokens), the hidden
+    widths, the task's outputs."""
+    inputs = task.inputs * (config.model.embedding_dim if task.tokens else 1)
+    return [inputs, *config.model.hidden, task.outputs]
+
+
 def memory_needed(config: RunConfig, task: Task, replicas: int = 1) -> int:
     """Bytes a run needs, roughly: parameter-sized tensors (parameters, gradient, two Adam moments,
     two penalty tables, prices, wire lengths: 8 copies of 4 bytes), activations kept for the backward
     pass, and relocation's float64 placement matrix of the widest layer."""
-    widths = [task.inputs, *config.model.hidden, task.outputs]
+    widths = model_shape(config, task)
     parameters = sum(n_in * n_out + n_out for n_in, n_out in zip(widths[:-1], widths[1:]))
-    samples = max(config.task.n_train, config.task.n_test)
+    samples = task.tokens**2 if task.tokens else max(config.task.n_train, config.task.n_test)
     per_replica = 4 * (8 * parameters + 4 * samples * sum(widths)) + 8 * max(widths) ** 2
     return replicas * per_replica
 
@@ -269,7 +362,7 @@ def check_memory(config: RunConfig, task: Task, replicas: int = 1) -> None:
     """Refuse, in one line, a run (or a batched group of `replicas`) that cannot fit in memory."""
     needed, available = memory_needed(config, task, replicas), machine_memory(config.device)
     what = "one run" if replicas == 1 else f"a batched group of {replicas}"
-    samples = max(config.task.n_train, config.task.n_test)
+    samples = task.tokens**2 if task.tokens else max(config.task.n_train, config.task.n_test)
     _require(
         needed <= available,
         f"model.hidden={list(config.model.hidden)} needs about {needed / 2**30:.1f} GiB for {what} "

@@ -1,9 +1,12 @@
 """The connection cost: L1 on weights scaled by wire length, plus a constant l0 per unit of weight.
 
 cost = sum_l sum |W_l| * (locality * |x_out - x_in| + l0)  [+ l0 * sum |b_l| when biases are penalised]
+                                                         [+ l0 * sum |E| for a token embedding E]
 
-Layers are accumulated in order, weights before biases, as the reference notebook does; the float32
-sum is then bit-for-bit the notebook's, which matters because relocation compares such sums.
+A model with `mean_cost` averages each term over its entries instead of summing it (the notebooks of
+Section 3.3). Terms are accumulated in order, layer by layer, weights before biases, the embedding
+last, as the notebooks do; the sum is then bit-for-bit theirs, which matters because relocation
+compares such sums.
 """
 
 from __future__ import annotations
@@ -38,12 +41,26 @@ def connection_cost(
 
 def priced_cost(model: BioMLP, factors: list[torch.Tensor], penalize_bias: bool) -> torch.Tensor:
     """The cost with each layer's per-weight prices given (training computes them once per run)."""
-    cost = torch.zeros(model.replicas, device=model.in_perm.device)
+    cost = torch.zeros(model.replicas, dtype=model.params.dtype, device=model.in_perm.device)
     for weight, bias, factor in zip(model.weights, model.biases, factors):
-        cost = cost + (weight.abs() * factor).sum(dim=(1, 2))
+        cost = cost + term(model, weight.abs() * factor)
         if penalize_bias:
-            cost = cost + (bias.abs() * model.l0).sum(dim=1)
-    return cost
+            cost = cost + term(model, bias.abs() * model.l0)
+    return cost + embedding_term(model)
+
+
+def term(model: BioMLP, priced: torch.Tensor) -> torch.Tensor:
+    """One part of the cost from its priced entries (R, ...): their sum, or their mean for a model
+    with `mean_cost` (as `torch.mean`: the sum divided by the count), shape (R,)."""
+    total = priced.sum(dim=tuple(range(1, priced.dim())))
+    return total / priced[0].numel() if model.mean_cost else total
+
+
+def embedding_term(model: BioMLP) -> torch.Tensor | float:
+    """The embedding's part of the cost, l0 * |E| (R,); 0 without one or when it is not priced."""
+    if model.embedding is None or not model.embedding_cost:
+        return 0.0
+    return term(model, model.embedding.abs() * model.l0)
 
 
 def active_weights(model: BioMLP, threshold: float = 1e-2) -> torch.Tensor:

@@ -4,6 +4,10 @@ Weights have shape (R, out, in) and biases (R, out), so R independent networks (
 train types) train in lockstep; a single run is R = 1. Neuron layer 0 is the input, layer L the
 output; linear layer l maps neuron layer l to l + 1.
 
+A model may embed tokens: with `embedding=(tokens, dim)` its inputs are token ids, one per input
+fold, and each is looked up in a learned (tokens, dim) table; the lookups, concatenated, feed the
+first layer (the notebooks of Section 3.3, with `in_fold=2` for the two operands).
+
 Neurons are identified by *positions*. Relocation moves neurons between positions by permuting
 weights; `in_perm[r, p]` is the input feature shown at input position p and `out_perm[r, p]` the
 output feature computed at output position p, so the network's function never changes.
@@ -30,6 +34,8 @@ def neuron_coordinates(n: int, fold: int = 1) -> torch.Tensor:
 class BioMLP(nn.Module):
     """A SiLU MLP with neuron coordinates, input/output permutations and R replicas.
 
+    `l0`, `mean_cost` and `embedding_cost` say how `bimt.cost` prices it (the notebooks differ).
+
     `seeds` gives each replica's initial weights: `torch.manual_seed(seed)` followed by the default
     initialisation of `nn.Linear` layers created first layer first, the reference notebook's order.
     """
@@ -41,16 +47,21 @@ class BioMLP(nn.Module):
         in_fold: int = 1,
         out_fold: int = 1,
         l0: float = 0.1,
+        embedding: tuple[int, int] | None = None,
+        dtype: torch.dtype = torch.float32,
+        mean_cost: bool = False,
+        embedding_cost: bool = True,
     ) -> None:
         super().__init__()
+        self.mean_cost = mean_cost  # each layer's cost averaged over its entries instead of summed
+        self.embedding_cost = embedding_cost  # l0 * |embedding| joins the cost (when there is one)
         self.shape = tuple(int(n) for n in shape)
         self.in_fold = in_fold
         self.out_fold = out_fold
         self.l0 = l0
-        per_replica = [_default_linear_init(self.shape, seed) for seed in seeds]
-        self.params = nn.Parameter(torch.stack([
-            torch.cat([part.flatten() for layer in layers for part in layer]) for layers in per_replica
-        ]))
+        self.embedding_shape = None if embedding is None else (int(embedding[0]), int(embedding[1]))
+        per_replica = [_default_init(self.shape, seed, self.embedding_shape, dtype) for seed in seeds]
+        self.params = nn.Parameter(torch.stack([torch.cat([part.flatten() for part in parts]) for parts in per_replica]))
         replicas = len(seeds)
         self.register_buffer("in_perm", torch.arange(self.n_input_positions).repeat(replicas, 1))
         self.register_buffer("out_perm", torch.arange(self.shape[-1]).repeat(replicas, 1))
@@ -84,6 +95,24 @@ class BioMLP(nn.Module):
         n_in, n_out = self.shape[layer], self.shape[layer + 1]
         middle = start + n_out * n_in
         return flat[:, start:middle].view(-1, n_out, n_in), flat[:, middle : middle + n_out]
+
+    def embedding_view(self, flat: torch.Tensor) -> torch.Tensor:
+        """The (R, tokens, dim) token embeddings, a view into `flat` (R, P), after the last layer."""
+        start = self.layer_offsets()[-1] + self.shape[-1] * (self.shape[-2] + 1)
+        return flat[:, start:].view(-1, *self.embedding_shape)
+
+    @property
+    def embedding(self) -> torch.Tensor | None:
+        """The token embeddings (R, tokens, dim), or None for a model that takes numbers."""
+        return None if self.embedding_shape is None else self.embedding_view(self.params)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """The first layer's inputs in feature order, (R, B, in), from the data's inputs (R, B, ...):
+        the numbers themselves, or the embeddings of the token ids, one fold per operand."""
+        if self.embedding_shape is None:
+            return x
+        table = self.embedding
+        return torch.cat([_lookup(table, x[:, :, fold]) for fold in range(x.shape[2])], dim=2)
 
     def replica_subset(self, replicas: Sequence[int]) -> BioMLP:
         """A copy holding only the given replicas (parameters and permutations), in that order.
@@ -153,8 +182,11 @@ class BioMLP(nn.Module):
         return torch.gather(x, 2, output_order[:, None, :].expand(-1, x.shape[1], -1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map inputs (R, B, in) or (B, in), in feature order, to outputs (R, B, out) in feature order."""
-        return self.forward_positions(self.to_positions(x), self.output_order())
+        """Map inputs (R, B, in) or (B, in), in feature order (token ids for an embedding model), to
+        outputs (R, B, out) in feature order."""
+        if x.dim() == 2:
+            x = x.expand(self.replicas, *x.shape)
+        return self.forward_positions(self.to_positions(self.features(x)), self.output_order())
 
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -169,12 +201,21 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.T
     return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
 
 
-def _default_linear_init(shape: Sequence[int], seed: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Weights and biases of `nn.Linear` layers built in order right after `torch.manual_seed(seed)`.
+def _lookup(table: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Rows `tokens` (R, B) of each replica's table (R, tokens, dim): (R, B, dim)."""
+    return torch.gather(table, 1, tokens[:, :, None].expand(-1, -1, table.shape[2]))
+
+
+def _default_init(shape: Sequence[int], seed: int, embedding: tuple[int, int] | None,
+                  dtype: torch.dtype) -> list[torch.Tensor]:
+    """Each layer's weights and biases, then the embedding table, drawn as the notebooks draw them:
+    `nn.Linear` layers built in order right after `torch.manual_seed(seed)`, then a standard normal
+    table, all in `dtype` (float64 draws other numbers than float32, as the notebooks' default dtype).
 
     The global RNG is saved and restored, so building a model does not disturb the caller's stream.
     """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        layers = [nn.Linear(n_in, n_out) for n_in, n_out in zip(shape[:-1], shape[1:])]
-    return [(layer.weight.detach().clone(), layer.bias.detach().clone()) for layer in layers]
+        layers = [nn.Linear(n_in, n_out, dtype=dtype) for n_in, n_out in zip(shape[:-1], shape[1:])]
+        table = [] if embedding is None else [torch.normal(0, 1, size=embedding, dtype=dtype)]
+    return [part.detach().clone() for layer in layers for part in (layer.weight, layer.bias)] + table

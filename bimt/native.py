@@ -20,6 +20,7 @@ import torch
 
 from bimt.engine import connection_penalties
 from bimt.jit import available, jit
+from bimt.losses import Loss
 from bimt.model import BioMLP
 from bimt.optim import AdamW
 from bimt.tasks import Dataset
@@ -213,7 +214,10 @@ def _feature_major_padded(samples: torch.Tensor) -> np.ndarray:
 class NativeEngine:
     """The engine interface of `bimt.engine.EagerEngine`, running stretches of steps natively."""
 
-    def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW):
+    def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss):
+        reason = unsupported(loss.classifies, model.embedding is not None, model.params.dtype, model.mean_cost)
+        if reason:
+            raise RuntimeError(f"engine=native cannot run this model: {reason}; use engine=eager")
         if not available():
             raise RuntimeError("engine=native needs numba (pip install numba); use engine=eager")
         if model.params.device.type != "cpu":
@@ -251,10 +255,24 @@ class NativeEngine:
         optimizer.steps += done
         return done, torch.from_numpy(losses[: done + (done < count)])
 
-    def test_mse(self) -> torch.Tensor:
+    def test_metrics(self) -> dict[str, torch.Tensor]:
         """Each replica's test MSE, computed natively as its training loss is: it does not depend
         on the other replicas of the batch (a batched torch product would: MKL's kernels differ)."""
         losses = np.empty(self.params.shape[0], dtype=np.float32)
         _mse_per_replica(self.params, self.test_x, self.test_y, self.data.test_x.shape[1], self.widths, self.offsets,
                          losses)
-        return torch.from_numpy(losses)
+        return {"loss/test": torch.from_numpy(losses)}
+
+
+def unsupported(classifies: bool, embedded: bool, dtype: torch.dtype, mean_cost: bool) -> str | None:
+    """Why the native engine cannot train a model (None when it can): its loops are written for
+    float32 MSE on numeric inputs with summed costs."""
+    if classifies:
+        return "its loops compute the MSE loss only, not cross-entropy"
+    if embedded:
+        return "its loops take numeric inputs, not learned token embeddings"
+    if dtype != torch.float32:
+        return f"its loops run in float32, not {str(dtype).removeprefix('torch.')}"
+    if mean_cost:
+        return "its cost gradient is for summed costs, not averaged ones"
+    return None

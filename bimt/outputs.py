@@ -78,7 +78,8 @@ class RunLogger:
 
         One figure serves all replicas: render it before the next call redraws it."""
         if self.picture is None:
-            self.picture = NetworkPicture(model, self.task.input_labels, self.task.output_labels)
+            inputs = None if self.task.tokens else self.task.input_labels  # embedded: dimensions 1, 2, ...
+            self.picture = NetworkPicture(model, inputs, self.task.output_labels)
         return self.picture.update(model, replica, self.titles[replica])
 
     def checkpoint(self, steps_done: int, model: BioMLP, optimizer: AdamW) -> None:

@@ -19,6 +19,7 @@ from matplotlib.collections import EllipseCollection, LineCollection
 from matplotlib.figure import Figure
 
 from bimt.model import BioMLP, neuron_coordinates
+from bimt.tasks.base import Dataset, Task
 
 LAYER_GAP = 0.1  # vertical distance between neuron layers in the drawing
 INVISIBLE_WIDTH = 0.01  # points: thinner wires cover under 1% of a pixel, and are not drawn at all
@@ -57,7 +58,8 @@ class NetworkPicture:
             ax.figure.subplots_adjust(left=0.02, right=0.98, bottom=0.02, top=0.9)  # tight_layout costs 20 ms
             FigureCanvasAgg(ax.figure)
         self.figure = ax.figure
-        self.input_labels = input_labels or [f"$x_{{{i + 1}}}$" for i in range(model.n_input_positions)]
+        default = (lambda i: str(i + 1)) if model.embedding is not None else (lambda i: f"$x_{{{i + 1}}}$")
+        self.input_labels = input_labels or [default(i) for i in range(model.n_input_positions)]
         self.output_labels = output_labels or [f"$y_{{{i + 1}}}$" for i in range(model.shape[-1])]
         size = 1 / (2 * max(model.shape))
         centres = np.concatenate([np.stack(_neuron_positions(model, layer), axis=1) for layer in range(model.depth + 1)])
@@ -140,3 +142,60 @@ def figure_to_array(fig: Figure) -> np.ndarray:
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
+@torch.no_grad()
+def draw_decision_boundary(model: BioMLP, data: Dataset, resolution: int = 30) -> Figure:
+    """Replica 0's two-class decision on a grid around the training points (green: class 1, orange:
+    class 2, where output 2 exceeds output 1), with the points coloured by their class: the
+    notebook's view (Figure 4)."""
+    points, labels = data.train_x[0].cpu().numpy(), data.train_y[0].cpu().numpy()
+    low, high = points.min(axis=0) - 0.1, points.max(axis=0) + 0.1
+    grid_x, grid_y = np.meshgrid(*(np.linspace(low[i], high[i], resolution) for i in range(2)))
+    grid = torch.tensor(np.stack([grid_x.ravel(), grid_y.ravel()], axis=1), dtype=data.train_x.dtype,
+                        device=data.train_x.device)
+    output = model(grid[None])[0]
+    margin = (output[:, 1] - output[:, 0]).cpu().numpy().reshape(grid_x.shape)
+    fig = Figure(figsize=(3.5, 3), dpi=100)
+    fig.subplots_adjust(left=0.05, right=0.95, bottom=0.1, top=0.9)
+    ax = fig.subplots()
+    ax.contourf(grid_x, grid_y, margin, [-np.inf, 0.0, np.inf], colors=["green", "orange"], alpha=0.2)
+    ax.scatter(points[:, 0], points[:, 1], s=6, c=np.where(labels[:, None] == 1, [[1.0, 0.55, 0.0]], [[0.0, 0.5, 0.0]]))
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_xlabel("$x_1$")
+    ax.set_ylabel("$x_2$")
+    ax.set_title("decision boundary", fontsize=9)
+    return fig
+
+
+@torch.no_grad()
+def draw_embeddings(model: BioMLP, task: Task, panels: int = 3) -> Figure:
+    """Replica 0's token embeddings, each token labelled: first projected onto their two leading
+    principal directions, then, as the notebook shows them (Figures 5-6), onto pairs of the embedding
+    dimensions that carry most first-layer weight, the pairs in order of position, so that neighbours
+    in the network are drawn together."""
+    table = model.embedding[0].detach().double().cpu().numpy()
+    weight = model.weights[0][0].detach().abs().cpu().numpy()
+    by_position = weight.reshape(weight.shape[0], model.in_fold, -1).sum(axis=(0, 1))
+    features = model.in_perm[0].cpu().numpy()
+    ranked = np.argsort(-by_position, kind="stable")[: 2 * panels]
+    pairs = np.sort(ranked)[: 2 * (len(ranked) // 2)].reshape(-1, 2)
+    fig = Figure(figsize=(3.2 * (1 + len(pairs)), 3.4), dpi=100)
+    axes = np.atleast_1d(fig.subplots(1, 1 + len(pairs)))
+    centred = table - table.mean(axis=0)
+    directions = np.linalg.svd(centred, full_matrices=False)[2][:2]
+    views = [(centred @ directions.T, "two leading principal directions")]
+    views += [(table[:, features[pair]], f"dimensions {features[pair[0]] + 1} and {features[pair[1]] + 1}")
+              for pair in pairs]
+    labels = task.output_labels
+    for ax, (xy, title) in zip(axes, views):
+        ax.scatter(xy[:, 0], xy[:, 1], s=12, color="blue", alpha=0.5)
+        for token, (x, y) in enumerate(xy):
+            ax.annotate(labels[token], (x, y), fontsize=6)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_title(title, fontsize=9)
+    fig.suptitle(f"{task.name}: token embeddings", fontsize=10)
+    fig.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.85, wspace=0.1)
+    return fig

@@ -6,7 +6,8 @@ position k (any position, j itself included) whose swap gives the lowest connect
 to the first k, as `torch.argmin` resolves them. Swaps are applied one after another, so a later
 entry of the list may name a position that an earlier swap refilled (the reference's behaviour).
 
-Candidates are scored with the full connection cost at locality weight 1 with biases, whatever the
+Candidates are scored with the full connection cost with biases, at the locality weight
+`weight_factor` (the notebook's `get_cc()` default: 1 in Sections 3.1-3.2, 2 in 3.3), whatever the
 train type (the reference's behaviour). The cost change of every candidate is computed in closed
 form, for all replicas at once; near-ties are settled by `candidate_costs`, which sums each
 candidate's full cost exactly as the literal swap-recompute-unswap search does, so the choice is
@@ -21,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bimt.cost import priced_cost, wire_factor
+from bimt.cost import embedding_term, priced_cost, term, wire_factor
 from bimt.jit import jit
 from bimt.model import BioMLP
 from bimt.optim import AdamW
@@ -74,17 +75,17 @@ def _rearranged(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Te
     return torch.gather(expanded, dim + 1, index.reshape(view).expand(expanded.shape))
 
 
-def candidate_costs(model: BioMLP, layer: int, j: torch.Tensor) -> torch.Tensor:
-    """Full connection cost (locality 1, biases in) after swapping j[r] with each k, shape (R, K)."""
+def candidate_costs(model: BioMLP, layer: int, j: torch.Tensor, weight_factor: float = 1.0) -> torch.Tensor:
+    """Full connection cost (locality `weight_factor`, biases in) after swapping j[r] with each k, (R, K)."""
     weights, biases = model.layer_views(model.params.detach())
-    prices = [wire_factor(model, i, 1.0) for i in range(model.depth)]
+    prices = [wire_factor(model, i, weight_factor) for i in range(model.depth)]
     terms = [_cost_term(model, *layer_parts) for layer_parts in zip(weights, biases, prices)]
-    return _candidate_costs(model, weights, biases, prices, terms, layer, j)
+    return _candidate_costs(model, weights, biases, prices, terms, embedding_term(model), layer, j)
 
 
 def _cost_term(model: BioMLP, weight: torch.Tensor, bias: torch.Tensor, price: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """A layer's float32 weight and bias cost, (R, 1) each, summed as the literal search sums them."""
-    return (weight[:, None].abs() * price).sum(dim=(2, 3)), (bias[:, None].abs() * model.l0).sum(dim=2)
+    """A layer's weight and bias cost, (R, 1) each, summed as the literal search sums them."""
+    return term(model, weight.abs() * price)[:, None], term(model, bias.abs() * model.l0)[:, None]
 
 
 def _candidate_costs(
@@ -93,6 +94,7 @@ def _candidate_costs(
     biases: list[torch.Tensor],
     prices: list[torch.Tensor],
     terms: list[tuple[torch.Tensor, torch.Tensor] | None],
+    embedding: torch.Tensor | float,
     layer: int,
     j: torch.Tensor,
 ) -> torch.Tensor:
@@ -100,22 +102,30 @@ def _candidate_costs(
 
     Only the layers on either side of neuron layer `layer` change with the swap; the others' terms
     are taken as they are. The terms are accumulated in the literal search's order: layer by layer,
-    weights before biases, in float32.
+    weights before biases, the embedding's (which no swap changes) last, in the model's dtype.
     """
     index = swap_candidates(model, layer, j)
-    cost = torch.zeros(len(j), 1, device=j.device)
+    cost = torch.zeros(len(j), 1, dtype=weights[0].dtype, device=j.device)
     for i, (weight, bias, price) in enumerate(zip(weights, biases, prices)):
         if i == layer - 1:  # the layer's incoming weights: rows move, with their biases
-            weight_term = (_rearranged(weight, index, 1).abs() * price).sum(dim=(2, 3))
-            bias_term = (_rearranged(bias, index, 1).abs() * model.l0).sum(dim=2)
+            weight_term = _candidate_term(model, _rearranged(weight, index, 1).abs() * price)
+            bias_term = _candidate_term(model, _rearranged(bias, index, 1).abs() * model.l0)
         elif i == layer:  # its outgoing weights: columns move
-            weight_term = (_rearranged(weight, index, 2).abs() * price).sum(dim=(2, 3))
-            bias_term = (bias[:, None].abs() * model.l0).sum(dim=2)
+            weight_term = _candidate_term(model, _rearranged(weight, index, 2).abs() * price)
+            bias_term = term(model, bias.abs() * model.l0)[:, None]
         else:
             weight_term, bias_term = terms[i]
         cost = cost + weight_term
         cost = cost + bias_term
+    if isinstance(embedding, torch.Tensor):
+        cost = cost + embedding[:, None]
     return cost
+
+
+def _candidate_term(model: BioMLP, priced: torch.Tensor) -> torch.Tensor:
+    """`term` of every candidate: priced entries (R, K, ...) to (R, K)."""
+    replicas, candidates = priced.shape[:2]
+    return term(model, priced.reshape(replicas * candidates, *priced.shape[2:])).reshape(replicas, candidates)
 
 
 @torch.no_grad()
@@ -145,7 +155,8 @@ def apply_permutation(
         out_perm[...] = np.take_along_axis(out_perm, index, axis=1)
 
 
-TIE_MARGIN = 1e-5  # relative to the total cost; float32 rounding of the literal sums stays far below it
+# Relative to the total cost: rounding of the literal sums, in the model's dtype, stays far below it.
+TIE_MARGIN = {torch.float32: 1e-5, torch.float64: 1e-13}
 
 
 def placement_costs(model: BioMLP, weights: list[torch.Tensor], prices64: list[np.ndarray], layer: int) -> np.ndarray:
@@ -176,12 +187,13 @@ def relocate(
     top_k: int = 5,
     enabled: torch.Tensor | None = None,
     optimizer: AdamW | None = None,
+    weight_factor: float = 1.0,
 ) -> None:
     """Relocate the top_k most connected neurons of every layer, in replicas where `enabled` (R,) is true.
 
     Each candidate swap is scored by its exact cost change, from `placement_costs`, all candidates
-    at once. When the best two candidates of a replica are closer than float32 rounding of the
-    literal search's sums could separate, that choice is made by `candidate_costs`, which sums the
+    at once. When the best two candidates of a replica are closer than rounding of the literal
+    search's sums could separate, that choice is made by `candidate_costs`, which sums the
     costs exactly as the literal search does; so the swaps are always the literal search's. Pass
     `optimizer` to permute its moment estimates with the weights (the reference does not).
 
@@ -191,21 +203,23 @@ def relocate(
     if model.params.device.type != "cpu":
         host = copy.deepcopy(model).cpu()
         host_moments = [moment.cpu() for moment in moments]
-        _relocate(host, top_k, None if enabled is None else enabled.cpu(), host_moments)
+        _relocate(host, top_k, None if enabled is None else enabled.cpu(), host_moments, weight_factor)
         model.load_state_dict(host.state_dict())
         for moment, host_moment in zip(moments, host_moments):
             moment.copy_(host_moment)
         return
-    _relocate(model, top_k, enabled, moments)
+    _relocate(model, top_k, enabled, moments, weight_factor)
 
 
-def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: list[torch.Tensor]) -> None:
+def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: list[torch.Tensor],
+              weight_factor: float) -> None:
     keep = np.zeros(model.replicas, dtype=np.bool_) if enabled is None else ~enabled.numpy()
     weights, biases = model.layer_views(model.params.detach())
-    prices = [wire_factor(model, i, 1.0) for i in range(model.depth)]
-    margin = (TIE_MARGIN * priced_cost(model, prices, penalize_bias=True).double()).numpy()
-    prices64 = [price.double().numpy() for price in prices]
-    terms = [None] * model.depth  # each layer's float32 cost, computed when a near-tie first needs it
+    prices = [wire_factor(model, i, weight_factor) for i in range(model.depth)]
+    margin = (TIE_MARGIN[model.params.dtype] * priced_cost(model, prices, penalize_bias=True).double()).numpy()
+    prices64 = [price.double().numpy() / (price.numel() if model.mean_cost else 1) for price in prices]
+    embedding = embedding_term(model)
+    terms = [None] * model.depth  # each layer's cost, computed when a near-tie first needs it
     for layer in range(model.depth + 1):
         n = positions(model, layer)
         top = torch.flip(torch.argsort(importance(model, layer, weights), dim=1), [1])[:, :top_k].contiguous().numpy()
@@ -221,7 +235,8 @@ def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: 
             rows = np.flatnonzero(tied)  # only these replicas need the literal sums
             ties = torch.from_numpy(rows)
             exact = _candidate_costs(model, [weight[ties] for weight in weights], [bias[ties] for bias in biases],
-                                     prices, [term and (term[0][ties], term[1][ties]) for term in terms], layer,
+                                     prices, [part and (part[0][ties], part[1][ties]) for part in terms],
+                                     embedding[ties] if isinstance(embedding, torch.Tensor) else embedding, layer,
                                      torch.from_numpy(top[rows, t]))
             best[rows] = exact.argmin(dim=1).numpy()
             _apply_swaps(placement, order, top[:, t], best, keep)

@@ -22,7 +22,18 @@ import torch
 from omegaconf import OmegaConf
 
 from bimt.analysis import modularity_metrics, modularity_scalars
-from bimt.config import ConfigError, RunConfig, check_memory, load_config, resolve_device, resolve_task
+from bimt.config import (
+    DTYPES,
+    ConfigError,
+    RunConfig,
+    check_memory,
+    load_config,
+    model_shape,
+    resolve_device,
+    resolve_task,
+    task_data,
+)
+from bimt.losses import LOSSES
 from bimt.memory import keep_freed_memory
 from bimt.model import BioMLP
 from bimt.optim import AdamW
@@ -41,8 +52,7 @@ from bimt.outputs import (
     saved_checkpoint,
     write_json_atomic,
 )
-from bimt.plot import draw_predictions
-from bimt.tasks import Dataset, make_dataset
+from bimt.tasks import Dataset, Task
 from bimt.trainer import ReplicaSettings, TrainSettings, evaluate, make_optimizer, train
 from bimt.video import write_video
 
@@ -58,12 +68,22 @@ def build_settings(config: RunConfig) -> TrainSettings:
         weight_decay=config.optim.weight_decay,
         relocate_every=config.relocate.every,
         top_k=config.relocate.top_k,
+        relocate_weight_factor=config.relocate.weight_factor,
         permute_optimizer_state=config.relocate.permute_optimizer_state,
         log_every=config.log_every,
         snapshot_every=config.snapshot_interval,
         checkpoint_every=config.checkpoint_interval,
         engine=config.engine,
+        loss=resolve_task(config.task).loss,
     )
+
+
+def build_model(config: RunConfig, task: Task, seeds: Sequence[int]) -> BioMLP:
+    """The run's network, one replica per seed (initial weights drawn from each)."""
+    m = config.model
+    embedding = (task.tokens, m.embedding_dim) if task.tokens else None
+    return BioMLP(model_shape(config, task), seeds, m.in_fold, m.out_fold, m.l0, embedding, DTYPES[m.dtype],
+                  m.mean_cost, m.embedding_cost)
 
 
 def replica_settings(configs: list[RunConfig], device: torch.device) -> ReplicaSettings:
@@ -71,7 +91,7 @@ def replica_settings(configs: list[RunConfig], device: torch.device) -> ReplicaS
     types = [c.switches for c in configs]
     return ReplicaSettings(
         l1=torch.tensor([t.l1 for t in types], device=device),
-        locality=torch.tensor([1.0 if t.local else 0.0 for t in types], device=device),
+        locality=torch.tensor([c.model.weight_factor if t.local else 0.0 for c, t in zip(configs, types)], device=device),
         swap=torch.tensor([t.swap for t in types], device=device),
     )
 
@@ -222,11 +242,8 @@ def _run_group(configs: list[RunConfig], run_dirs: list[Path]) -> list[dict[str,
     task = resolve_task(first.task)
     check_memory(first, task, len(configs))
     seeds = [config.run_seed for config in configs]
-    t = first.task
-    data = stack_datasets([make_dataset(task, seed, t.n_train, t.n_test, t.low, t.high, t.noise) for seed in seeds],
-                          device)
-    shape = [task.inputs, *first.model.hidden, task.outputs]
-    model = BioMLP(shape, seeds, first.model.in_fold, first.model.out_fold, first.model.l0).to(device)
+    data = stack_datasets([task_data(first.task, task, seed) for seed in seeds], device)
+    model = build_model(first, task, seeds).to(device)
     settings = build_settings(first)
     optimizer = make_optimizer(model, settings)
     start = resume_replicas(run_dirs, model, optimizer)
@@ -267,7 +284,7 @@ def _run_group(configs: list[RunConfig], run_dirs: list[Path]) -> list[dict[str,
             write_json_atomic(run_dirs[job] / METRICS, results[job])
         return [results[job] for job in range(len(configs))]
 
-    final = evaluate(model, data)
+    final = evaluate(model, data, LOSSES[task.loss])
     for replica, job in enumerate(active):
         values = {key: value[replica].item() for key, value in final.items()}
         results[job] = _finish_job(configs[job], run_dirs[job], model, data, replica, values, wall_s, logger)
@@ -286,16 +303,23 @@ def _finish_job(config: RunConfig, run_dir: Path, model: BioMLP, data: Dataset, 
     task = resolve_task(config.task)
     alone, alone_data = model.replica_subset([replica]), data.replica_subset(slice(replica, replica + 1))
     modularity = modularity_metrics(alone, alone_data, task)
-    with torch.no_grad():
-        predicted = alone(alone_data.test_x)[0]
-    predictions_title = f"{task.name}\ntest MSE = {values['test_mse']:.2e}"
-    figures = {"network": logger.network(model, replica),
-               "pred_vs_true": draw_predictions(alone_data.test_y[0], predicted, predictions_title)}
-    images = save_figures(run_dir, figures)
+    images = save_figures(run_dir, {"network": logger.network(model, replica)})
+    images.update(save_figures(run_dir, task.figures(alone, alone_data, task)))
     logger.finish(replica, config.steps, flat_hparams(asdict(config)), {key: float(v) for key, v in values.items()},
                   modularity_scalars(modularity), images)
     return {"status": "completed", **_summary(config), **values, "in_perm": alone.in_perm[0].tolist(),
             "out_perm": alone.out_perm[0].tolist(), **modularity, "wall_s": wall_s}
+
+
+def result_line(metrics: dict[str, Any]) -> str:
+    """A completed job's headline numbers, one line: its losses (and accuracies) and cost."""
+    if "test_acc" in metrics:
+        numbers = (f"train loss {metrics['train_loss']:.3e} | test loss {metrics['test_loss']:.3e} | "
+                   f"train acc {metrics['train_acc']:.3f} | test acc {metrics['test_acc']:.3f}")
+    else:
+        numbers = f"train MSE {metrics['train_mse']:.3e} | test MSE {metrics['test_mse']:.3e}"
+    return (f"{metrics['task']} train_type={metrics['train_type']} seed={metrics['seed']}: {numbers} | "
+            f"connection cost {metrics['connection_cost']:.3f}")
 
 
 def _summary(config: RunConfig) -> dict[str, Any]:

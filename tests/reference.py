@@ -13,12 +13,19 @@ from torch import nn
 
 
 class LiteralMLP(nn.Module):
-    def __init__(self, shape: list[int], in_fold: int = 1, l0: float = 0.1) -> None:
+    """`reduce`: torch.sum (Sections 3.1-3.2) or torch.mean (3.3) of each cost term; `weight_factor`:
+    the locality weight `cost()` uses by default, and so relocation; `embedding`: (tokens, dim) of a
+    token table drawn after the layers, priced l0 in the cost."""
+
+    def __init__(self, shape: list[int], in_fold: int = 1, l0: float = 0.1, reduce=torch.sum,
+                 weight_factor: float = 1.0, embedding: tuple[int, int] | None = None) -> None:
         super().__init__()
         self.shape = shape
         self.in_fold = in_fold
         self.l0 = l0
+        self.reduce, self.weight_factor = reduce, weight_factor
         self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(shape[:-1], shape[1:]))
+        self.embedding = None if embedding is None else nn.Parameter(torch.normal(0, 1, size=embedding))
         self.coords = []
         for i, (a, b) in enumerate(zip(shape[:-1], shape[1:])):
             fold = in_fold if i == 0 else 1
@@ -40,14 +47,21 @@ class LiteralMLP(nn.Module):
         inverse[self.out_perm.long()] = torch.arange(self.shape[-1])
         return x[:, inverse]
 
-    def cost(self, locality: float = 1.0, penalize_bias: bool = True) -> torch.Tensor:
+    def cost(self, locality: float | None = None, penalize_bias: bool = True) -> torch.Tensor:
+        locality = self.weight_factor if locality is None else locality
         total = 0
         for linear, (x_in, x_out) in zip(self.linears, self.coords):
             distance = torch.abs(x_out.unsqueeze(1) - x_in.unsqueeze(0))
-            total += torch.sum(torch.abs(linear.weight) * (locality * distance + self.l0))
+            total += self.reduce(torch.abs(linear.weight) * (locality * distance + self.l0))
             if penalize_bias:
-                total += torch.sum(torch.abs(linear.bias) * self.l0)
+                total += self.reduce(torch.abs(linear.bias) * self.l0)
+        if self.embedding is not None:
+            total += self.reduce(torch.abs(self.embedding) * self.l0)
         return total
+
+    def embed(self, pairs: torch.Tensor) -> torch.Tensor:
+        """The notebooks' `get_data`: the two operands' embeddings, concatenated."""
+        return torch.cat([self.embedding[pairs[:, 0]], self.embedding[pairs[:, 1]]], dim=1)
 
     @torch.no_grad()
     def swap(self, layer: int, j: int, k: int) -> None:
@@ -146,3 +160,90 @@ def literal_train(
         if train_type >= 4 and (step + 1) % 200 == 0:
             model.relocate()
     return rows
+
+
+def literal_classifier(shape: list[int], seed: int, in_fold: int, l0: float, reduce, weight_factor: float,
+                       embedding: tuple[int, int] | None, dtype: torch.dtype) -> LiteralMLP:
+    """A notebook's classifier as it builds it: seed, then the layers (and the table) in `dtype`
+    as the default dtype (the notebooks of Section 3.3 set float64 globally)."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        torch.manual_seed(seed)
+        return LiteralMLP(shape, in_fold, l0, reduce, weight_factor, embedding)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def literal_classifier_train(model: LiteralMLP, data, steps: int, lr: float, lambdas, train_weight_factor: float,
+                             top_k: int, log_every: int) -> dict[int, tuple]:
+    """The loop of the notebooks of Sections 3.2-3.3: cross-entropy plus lambda(step) * cost (biases
+    always in, the embedding too), AdamW, relocation after every 200th step. `data` holds (n, 2)
+    points or token pairs and (n,) labels. Returns {step: (train loss, test loss, train acc, test acc,
+    cost)} floats."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
+    criterion = nn.CrossEntropyLoss()
+    rows = {}
+    with torch.autograd.set_grad_enabled(True):
+        for step in range(steps):
+            optimizer.zero_grad()
+            x = model.embed(data.train_x) if model.embedding is not None else data.train_x
+            pred = model(x)
+            loss = criterion(pred, data.train_y)
+            acc = torch.mean((torch.argmax(pred, dim=1) == data.train_y).float())
+            x_test = model.embed(data.test_x) if model.embedding is not None else data.test_x
+            pred_test = model(x_test)
+            loss_test = criterion(pred_test, data.test_y)
+            acc_test = torch.mean((torch.argmax(pred_test, dim=1) == data.test_y).float())
+            cc = model.cost(train_weight_factor)
+            (loss + lambdas(step) * cc).backward()
+            optimizer.step()
+            if step % log_every == 0:
+                rows[step] = (loss.item(), loss_test.item(), acc.item(), acc_test.item(), cc.item())
+            if (step + 1) % 200 == 0:
+                model.relocate(top_k)
+    return rows
+
+
+class LiteralData:
+    """A notebook's data as it builds it: inputs (points, or token pairs) and labels, train and test."""
+
+    def __init__(self, train_x, train_y, test_x, test_y) -> None:
+        self.train_x, self.train_y, self.test_x, self.test_y = train_x, train_y, test_x, test_y
+
+
+def literal_two_moons_data() -> LiteralData:
+    from sklearn.datasets import make_moons
+
+    np.random.seed(1)
+    x, y = make_moons(n_samples=200, noise=0.1)
+    x_test, y_test = make_moons(n_samples=200, noise=0.1)
+    return LiteralData(torch.tensor(x, dtype=torch.float), torch.tensor(y, dtype=torch.long),
+                       torch.tensor(x_test, dtype=torch.float), torch.tensor(y_test, dtype=torch.long))
+
+
+def literal_group_data(task: str, seed: int) -> LiteralData:
+    """Modular addition mod 59 or S4, as the notebooks list the pairs and split them."""
+    if task == "modular_addition":
+        p = 59
+        xx, yy = np.meshgrid(np.arange(p), np.arange(p))
+        data_id = np.transpose([xx.reshape(-1), yy.reshape(-1)])
+        labels = (data_id[:, 0] + data_id[:, 1]) % p
+    else:
+        import itertools
+
+        perms = [list(perm) for perm in itertools.permutations(range(4))]
+        perm2id = {str(perm): i for i, perm in enumerate(perms)}
+        p = len(perms)
+        labels = []
+        for i in range(p):
+            for j in range(p):
+                labels.append(perm2id[str([int(v) for v in np.array(perms[j])[np.array(perms[i])]])])
+        labels = np.array(labels)
+        xx, yy = np.meshgrid(np.arange(p), np.arange(p))
+        data_id = np.transpose([xx.reshape(-1), yy.reshape(-1)])
+    np.random.seed(seed)
+    train_id = np.random.choice(p**2, int(p**2 * 0.8), replace=False)
+    test_id = np.array(list(set(np.arange(p**2)) - set(train_id)))
+    labels = torch.tensor(labels, dtype=torch.long)
+    return LiteralData(torch.tensor(data_id[train_id]), labels[train_id], torch.tensor(data_id[test_id]), labels[test_id])

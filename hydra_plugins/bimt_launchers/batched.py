@@ -39,7 +39,7 @@ from omegaconf import DictConfig, open_dict
 from bimt.cli import JobFailed, fail
 from bimt.config import ConfigError, RunConfig, load_config
 from bimt.outputs import read_status
-from bimt.run import checkpoint_step, config_for_run_dir, group_key, run_group
+from bimt.run import checkpoint_step, config_for_run_dir, group_key, result_line, run_group
 
 log = logging.getLogger(__name__)
 
@@ -206,9 +206,7 @@ class BatchedLauncher(Launcher):
                 continue
             job.return_value = metrics
             if metrics["status"] == "completed":
-                print(f"{metrics['task']} train_type={metrics['train_type']} seed={metrics['seed']}: "
-                      f"test MSE {metrics['test_mse']:.3e} | connection cost {metrics['connection_cost']:.3f} | "
-                      f"outputs in {run_dir}")
+                print(f"{result_line(metrics)} | outputs in {run_dir}")
 
 
 def _share_hydra_state(instances: dict) -> None:

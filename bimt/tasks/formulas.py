@@ -1,4 +1,4 @@
-"""The symbolic-formula tasks of Section 3.1, custom formula tasks, and their data.
+"""The symbolic-formula tasks of Section 3.1, custom formula tasks, and their data (MSE regression).
 
 The order of random draws is part of the spec: `np.random.seed(seed)`, then the training inputs, then
 the test inputs, each `np.random.rand(n, d_in) * 2 - 1` in float64 (for the default input range
@@ -8,42 +8,21 @@ notebook does. Optional label noise is drawn last, so it never changes the input
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
 from bimt.formula import Formula
+from bimt.tasks.base import Dataset, Task
 
 
-@dataclass(frozen=True)
-class Task:
-    """A formula from inputs `x1..x{inputs}` to `outputs` values, with labels for the drawings.
+def _prediction_figures(model, data: Dataset, task: Task) -> dict:
+    """Predicted against true test values of replica 0."""
+    from bimt.plot import draw_predictions  # drawing needs the model; the task only names it
 
-    `uses[o]` lists the inputs (1-based) that output o depends on: the module structure a
-    well-trained modular network should show.
-    """
-
-    name: str
-    inputs: int
-    outputs: int
-    formula: Callable[[np.ndarray], np.ndarray]
-    output_labels: tuple[str, ...]  # for the drawings (matplotlib's LaTeX)
-    uses: tuple[tuple[int, ...], ...]
-    output_formulas: tuple[str, ...]  # the same in plain text, for the terminal
-
-    @property
-    def dependencies(self) -> np.ndarray:
-        """(inputs, outputs) booleans: does output o depend on input i?"""
-        matrix = np.zeros((self.inputs, self.outputs), dtype=bool)
-        for o, inputs in enumerate(self.uses):
-            matrix[[i - 1 for i in inputs], o] = True
-        return matrix
-
-    @property
-    def input_labels(self) -> tuple[str, ...]:
-        return tuple(f"$x_{{{i + 1}}}$" for i in range(self.inputs))
+    with torch.no_grad():
+        predicted = model(data.test_x[:1])[0]
+    error = float(((predicted - data.test_y[0]) ** 2).mean())
+    return {"pred_vs_true": draw_predictions(data.test_y[0], predicted, f"{task.name}\ntest MSE = {error:.2e}")}
 
 
 def _independence(x: np.ndarray) -> np.ndarray:
@@ -64,25 +43,27 @@ def _compositionality(x: np.ndarray) -> np.ndarray:
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("independence", 4, 2, _independence, (r"$(x_1+x_3)^3$", r"$x_2^2+\sin(\pi x_4)$"), ((1, 3), (2, 4)),
-             ("(x1+x3)^3", "x2^2+sin(pi*x4)")),
+        Task("independence", 4, 2, (r"$(x_1+x_3)^3$", r"$x_2^2+\sin(\pi x_4)$"), formula=_independence,
+             uses=((1, 3), (2, 4)), output_formulas=("(x1+x3)^3", "x2^2+sin(pi*x4)"), figures=_prediction_figures),
         Task(
             "feature_sharing",
             3,
             3,
-            _feature_sharing,
             (r"$x_1^2$", r"$x_1^2+x_2^2$", r"$x_1^2+x_2^2+x_3^2$"),
-            ((1,), (1, 2), (1, 2, 3)),
-            ("x1^2", "x1^2+x2^2", "x1^2+x2^2+x3^2"),
+            formula=_feature_sharing,
+            uses=((1,), (1, 2), (1, 2, 3)),
+            output_formulas=("x1^2", "x1^2+x2^2", "x1^2+x2^2+x3^2"),
+            figures=_prediction_figures,
         ),
         Task(
             "compositionality",
             4,
             1,
-            _compositionality,
             (r"$\sqrt{(x_1-x_2)^2+(x_3-x_4)^2}$",),
-            ((1, 2, 3, 4),),
-            ("sqrt((x1-x2)^2+(x3-x4)^2)",),
+            formula=_compositionality,
+            uses=((1, 2, 3, 4),),
+            output_formulas=("sqrt((x1-x2)^2+(x3-x4)^2)",),
+            figures=_prediction_figures,
         ),
     )
 }
@@ -95,21 +76,8 @@ def custom_task(name: str, inputs: int, formulas: list[Formula]) -> Task:
         return np.stack([f(x) for f in formulas], axis=1)
 
     labels = tuple(f.text.replace("**", "^") for f in formulas)
-    return Task(name, inputs, len(formulas), formula, labels, tuple(f.inputs_used for f in formulas), labels)
-
-
-@dataclass(frozen=True)
-class Dataset:
-    """Train and test split of one task, float32 tensors of shape (n, inputs) and (n, outputs)."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-
-    def replica_subset(self, index: torch.Tensor | slice) -> Dataset:
-        """The given replicas (rows of the leading axis) of stacked (R, n, d) data."""
-        return Dataset(self.train_x[index], self.train_y[index], self.test_x[index], self.test_y[index])
+    return Task(name, inputs, len(formulas), labels, formula=formula, uses=tuple(f.inputs_used for f in formulas),
+                output_formulas=labels, figures=_prediction_figures)
 
 
 def make_dataset(

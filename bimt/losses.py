@@ -1,0 +1,90 @@
+"""The training losses, per replica, with the gradients that autograd computes for them.
+
+A task names its loss: `mse` (the formulas of Section 3.1) or `cross_entropy` (the classifiers of
+Sections 3.2-3.3). Each loss gives its value per replica and, from what its forward pass kept, the
+gradient with respect to the network's outputs, computed with the very kernels autograd runs for
+the notebooks' `torch.mean((pred - y) ** 2)` and `nn.CrossEntropyLoss()`: one replica's numbers are
+then bit for bit the notebooks'. Outputs are (R, n, out) in feature order; targets are (R, n, out)
+values or (R, n) class ids.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from bimt.model import BioMLP
+    from bimt.tasks import Dataset
+
+
+class Loss(Protocol):
+    classifies: bool  # targets are class ids, and accuracy is a metric
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """The loss of every replica (R,), and what `backward` needs."""
+
+    def backward(self, saved: Any) -> torch.Tensor:
+        """d loss / d output, shape of the output, from what `forward` kept."""
+
+
+class MeanSquaredError:
+    classifies = False
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        error = output - target
+        return (error**2).mean(dim=(1, 2)), error
+
+    def backward(self, error: torch.Tensor) -> torch.Tensor:
+        scale = torch.ones((), dtype=error.dtype, device=error.device) / error[0].numel()  # as autograd's mean
+        return error * 2.0 * scale
+
+
+class CrossEntropy:
+    """Mean cross-entropy over the samples: log_softmax, then the negative log-likelihood."""
+
+    classifies = True
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        log_p = torch.log_softmax(output, dim=2)
+        losses = torch.stack([F.nll_loss(log_p[r], target[r]) for r in range(len(log_p))])
+        return losses, (log_p, target)
+
+    def backward(self, saved: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        log_p, target = saved
+        samples = log_p.shape[1]
+        grad = torch.zeros_like(log_p).scatter_(2, target[:, :, None], -1.0 / samples)  # nll_loss's backward
+        return torch.ops.aten._log_softmax_backward_data(grad, log_p, 2, log_p.dtype)
+
+
+LOSSES: dict[str, Loss] = {"mse": MeanSquaredError(), "cross_entropy": CrossEntropy()}
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Share of samples whose largest output is the target class, per replica (R,) (ties: the first)."""
+    return (output.argmax(dim=2) == target).float().mean(dim=1)
+
+
+@torch.no_grad()
+def measure(model: BioMLP, x: torch.Tensor, y: torch.Tensor, loss: Loss) -> dict[str, torch.Tensor]:
+    """`loss` of every replica on (R, n, ...) data, shape (R,), and `acc` for a classifier.
+
+    Each replica is computed on its own, with a single run's kernels: a job's numbers do not
+    depend on the batch it trains in (a batched product may round differently on some CPUs)."""
+    outputs = [(model.replica_subset([r]) if model.replicas > 1 else model)(x[r : r + 1]) for r in range(model.replicas)]
+    values = {"loss": torch.cat([loss.forward(output, y[r : r + 1])[0] for r, output in enumerate(outputs)])}
+    if loss.classifies:
+        values["acc"] = torch.cat([accuracy(output, y[r : r + 1]) for r, output in enumerate(outputs)])
+    return values
+
+
+def logged_metrics(model: BioMLP, data: Dataset, loss: Loss) -> dict[str, torch.Tensor]:
+    """What a log line shows besides the training loss: `loss/test`, and for a classifier
+    `acc/test` and `acc/train`."""
+    test = measure(model, data.test_x, data.test_y, loss)
+    if not loss.classifies:
+        return {"loss/test": test["loss"]}
+    return {"loss/test": test["loss"], "acc/test": test["acc"],
+            "acc/train": measure(model, data.train_x, data.train_y, loss)["acc"]}

@@ -1,0 +1,78 @@
+"""What a task declares: its data, its loss, its metrics and its figures.
+
+A new task is a data function and a `Task` (plus its config in `conf/task/`); the engines, the
+trainer and the outputs read only what is declared here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from bimt.model import BioMLP
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Train and test split of one task, stacked over replicas: inputs (R, n, inputs), float numbers
+    or int64 token ids; targets (R, n, outputs) float values, or (R, n) int64 class ids."""
+
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def replica_subset(self, index: torch.Tensor | slice) -> Dataset:
+        """The given replicas (rows of the leading axis) of stacked (R, n, d) data."""
+        return Dataset(self.train_x[index], self.train_y[index], self.test_x[index], self.test_y[index])
+
+
+FigureMaker = Callable[["BioMLP", Dataset, "Task"], dict[str, "Figure"]]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task from `inputs` features (or, with `tokens`, that many token ids, each embedded) to
+    `outputs` values (loss `mse`) or classes (loss `cross_entropy`), with labels for the drawings.
+
+    `uses[o]`, where given, lists the inputs (1-based) that output o depends on: the module
+    structure a well-trained modular network should show. `figures`, where given, draws the task's
+    own pictures of a trained model (replica 0) beyond the network (name -> figure).
+    """
+
+    name: str
+    inputs: int
+    outputs: int
+    output_labels: tuple[str, ...]  # for the drawings (matplotlib's LaTeX)
+    loss: str = "mse"
+    tokens: int = 0  # vocabulary of the embedded token ids; 0: the inputs are numbers
+    formula: Callable[[np.ndarray], np.ndarray] | None = None
+    uses: tuple[tuple[int, ...], ...] | None = None
+    output_formulas: tuple[str, ...] = ()  # the outputs in plain text, for the terminal
+    position_labels: tuple[str, ...] | None = None  # input labels; None: x1, x2, ...
+    figures: FigureMaker | None = field(default=None, compare=False)
+
+    @property
+    def classifies(self) -> bool:
+        return self.loss == "cross_entropy"
+
+    @property
+    def dependencies(self) -> np.ndarray | None:
+        """(inputs, outputs) booleans: does output o depend on input i? None where not declared."""
+        if self.uses is None:
+            return None
+        matrix = np.zeros((self.inputs, self.outputs), dtype=bool)
+        for o, inputs in enumerate(self.uses):
+            matrix[[i - 1 for i in inputs], o] = True
+        return matrix
+
+    @property
+    def input_labels(self) -> tuple[str, ...]:
+        return self.position_labels or tuple(f"$x_{{{i + 1}}}$" for i in range(self.inputs))

@@ -1,0 +1,37 @@
+"""Two moons (Section 3.2, Figure 4): classify points of two interleaving half circles.
+
+The data are scikit-learn's `make_moons`, drawn as the notebook draws them: the training set, then
+the test set, from one numpy stream seeded with the data seed, in float64, cast to float32.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.datasets import make_moons
+
+from bimt.tasks.base import Dataset, Task
+
+
+def two_moons_data(seed: int, n_train: int, n_test: int, noise: float) -> Dataset:
+    """Points (n, 2) float32 and their moon (n,) int64, train then test from one stream."""
+    stream = np.random.RandomState(seed)
+    train_x, train_y = make_moons(n_samples=n_train, noise=noise, random_state=stream)
+    test_x, test_y = make_moons(n_samples=n_test, noise=noise, random_state=stream)
+
+    def points(a: np.ndarray) -> torch.Tensor:
+        return torch.tensor(a, dtype=torch.float32)
+
+    def labels(a: np.ndarray) -> torch.Tensor:
+        return torch.tensor(a, dtype=torch.long)
+
+    return Dataset(points(train_x), labels(train_y), points(test_x), labels(test_y))
+
+
+def two_moons_task() -> Task:
+    from bimt.plot import draw_decision_boundary  # drawing needs the model; the task only names it
+
+    def figures(model, data, task):
+        return {"decision_boundary": draw_decision_boundary(model, data)}
+
+    return Task("two_moons", 2, 2, ("class 1", "class 2"), loss="cross_entropy", figures=figures)
