@@ -147,7 +147,7 @@ class EagerEngine:
         index = model.to_positions(torch.arange(grad.shape[2], device=grad.device).expand(replicas, 1, -1))
         features = torch.zeros_like(grad).scatter_(2, index.expand(-1, samples, -1), grad)
         table = model.embedding_view(self.flat_grad)
-        rows = (torch.arange(replicas, device=grad.device)[:, None] * model.embedding_shape[0] + tokens.transpose(1, 2))
+        rows = torch.arange(replicas, device=grad.device)[:, None, None] * model.embedding_shape[0] + tokens.transpose(1, 2)
         for fold in reversed(range(tokens.shape[2])):
             part = torch.zeros_like(table).view(-1, dim)
             part.index_put_((rows[:, fold].reshape(-1),), features[:, :, fold * dim : (fold + 1) * dim].reshape(-1, dim),

@@ -29,12 +29,17 @@ from bimt.config import load_config, resolve_task
 from bimt.model import BioMLP
 from bimt.outputs import CHECKPOINT, METRICS, UnreadableCheckpoint, flatten, read_checkpoint, save_figure_atomic
 from bimt.plot import draw_network
+from bimt.run import build_model
 
-COLUMNS = [  # (metrics.json key, column title, number format)
+COLUMNS = [  # (metrics.json key, column title, number format); a report shows those its runs have
     ("test_mse", "test MSE", ".2e"),
     ("pruned_test_mse", "test MSE pruned", ".2e"),
+    ("test_loss", "test loss", ".2e"),
+    ("test_acc", "test acc", ".3f"),
+    ("pruned_test_acc", "test acc pruned", ".3f"),
     ("connection_cost", "connection cost", ".2f"),
     ("n_active_weights", "active weights", ".1f"),
+    ("n_active_embedding_dims", "embedding dims used", ".1f"),
     ("components", "components", ".2f"),
     ("expected_structure_found", "structure found", ".2f"),
 ]
@@ -151,15 +156,18 @@ def summarise(grouped: dict[tuple, list[Run]]) -> list[dict[str, Any]]:
 
 
 def markdown(rows: list[dict[str, Any]], problems: list[str], missing: list[str]) -> str:
-    header = ["task", "train_type", "swept", "seeds", *(title for _, title, _ in COLUMNS)]
+    shown = [column for column in COLUMNS if any(np.isfinite(row[f"{column[0]}_mean"]) for row in rows)]
+    header = ["task", "train_type", "swept", "seeds", *(title for _, title, _ in shown)]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in rows:
         cells = [row["task"], str(row["train_type"]), row["swept"] or "–", str(row["seeds"])]
-        cells += [f"{row[f'{k}_mean']:{fmt}} ± {row[f'{k}_std']:{fmt}}" for k, _, fmt in COLUMNS]
+        cells += [f"{row[f'{k}_mean']:{fmt}} ± {row[f'{k}_std']:{fmt}}" if np.isfinite(row[f"{k}_mean"]) else "–"
+                  for k, _, fmt in shown]
         lines.append("| " + " | ".join(cells) + " |")
     text = ["# BIMT sweep report", "", "Mean ± standard deviation over seeds of completed runs; a row holds the "
             "runs whose configs differ in the seed alone (*swept*: the values that set it apart). "
-            "*Pruned*: weights with |w| < 0.01 set to zero. *Components*: connected parts of the pruned "
+            "*Pruned*: weights with |w| < 0.01 set to zero. *Embedding dims used*: embedding dimensions "
+            "with a first-layer weight of at least 0.01. *Components*: connected parts of the pruned "
             "network that reach an output. *Structure found*: fraction of seeds whose pruned network "
             "has exactly the task's input-to-output dependencies.", "", *lines, ""]
     if problems or missing:
@@ -181,9 +189,10 @@ def load_trained(run_dir: Path) -> tuple[BioMLP, Any, Any]:
     """The final model of a completed run, with its task and config, from its checkpoint."""
     checkpoint = read_checkpoint(run_dir / CHECKPOINT)
     config = load_config(OmegaConf.create(checkpoint["config"]))
-    model = BioMLP(checkpoint["shape"], [0], config.model.in_fold, config.model.out_fold, config.model.l0)
+    task = resolve_task(config.task)
+    model = build_model(config, task, [0])
     model.load_state_dict(checkpoint["model"])
-    return model, resolve_task(config.task), config
+    return model, task, config
 
 
 def networks_figure(grouped: dict[tuple, list[Run]], seed: int | None) -> Figure:
@@ -205,7 +214,7 @@ def networks_figure(grouped: dict[tuple, list[Run]], seed: int | None) -> Figure
             ax.axis("off")
             ax.set_title(f"{title}\n({str(error).splitlines()[0][:60]})", fontsize=7)
             continue
-        draw_network(model, 0, spec.input_labels, spec.output_labels, title, ax=ax)
+        draw_network(model, 0, None if spec.tokens else spec.input_labels, spec.output_labels, title, ax=ax)
     figure.suptitle(f"final networks, seed {seed}")
     figure.tight_layout()
     return figure

@@ -1,0 +1,133 @@
+"""The classification tasks of Sections 3.2-3.3 as a user runs them: `python train.py task=...`.
+
+Accuracy is logged to TensorBoard and written to metrics.json, the task's own figures are drawn, the
+checkpoint loads back into the network that produced the final numbers, and settings that cannot
+apply to a task are refused in one line before any training.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from bimt.config import task_data
+from bimt.losses import LOSSES, measure
+from bimt.report import load_trained
+
+from conftest import read_events, scalars, train_cli
+
+RUNS = {  # task: overrides of a short run
+    "two_moons": ("steps=400", "log_every=50"),
+    "modular_addition": ("task.p=7", "steps=200", "log_every=50"),
+    "permutation_s4": ("steps=200", "log_every=50"),
+}
+FIGURES = {"two_moons": "decision_boundary", "modular_addition": "embeddings", "permutation_s4": "embeddings"}
+
+
+@pytest.fixture(scope="module", params=list(RUNS))
+def classifier_run(request, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp(request.param) / "run"
+    result = train_cli(f"task={request.param}", *RUNS[request.param], f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert "test acc" in result.stdout
+    return request.param, run_dir
+
+
+def test_accuracies_are_logged_and_final(classifier_run):
+    task, run_dir = classifier_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    logged = scalars(run_dir)
+    steps = metrics["steps"]
+    for tag in ("acc/train", "acc/test", "loss/train", "loss/test"):
+        assert sorted(logged[tag]) == list(range(0, steps, 50)), tag
+    assert all(0 <= value <= 1 for tag in ("acc/train", "acc/test") for value in logged[tag].values())
+    for key in ("train_acc", "test_acc", "pruned_train_acc", "pruned_test_acc"):
+        assert 0 <= metrics[key] <= 1
+    assert logged["final/test_acc"][steps] == pytest.approx(metrics["test_acc"])
+    assert metrics["train_loss"] > 0 and metrics["test_loss"] > 0
+    assert "dependencies" not in metrics, "classifiers declare no input-to-output structure"
+
+
+def test_checkpoint_gives_back_the_final_numbers(classifier_run):
+    task, run_dir = classifier_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    model, spec, config = load_trained(run_dir)
+    data = task_data(config.task, spec, config.run_seed)
+    for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
+        values = measure(model, x[None], y[None], LOSSES[spec.loss])
+        assert values["acc"].item() == metrics[f"{split}_acc"]
+        assert values["loss"].item() == metrics[f"{split}_loss"]
+    assert model.in_perm[0].tolist() == metrics["in_perm"]
+
+
+def test_the_task_figure_is_drawn_to_file_and_tensorboard(classifier_run):
+    task, run_dir = classifier_run
+    name = FIGURES[task]
+    image = np.asarray(Image.open(run_dir / f"{name}.png"))
+    assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0
+    assert {name, "network"} <= set(read_events(run_dir).Tags()["images"])
+
+
+def test_embedding_tasks_report_the_dimensions_they_use(classifier_run):
+    task, run_dir = classifier_run
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    if task == "two_moons":
+        assert "active_embedding_dims" not in metrics
+        return
+    dims = metrics["active_embedding_dims"]
+    assert metrics["n_active_embedding_dims"] == len(dims) and dims == sorted(set(dims))
+    assert all(0 <= d < 32 for d in dims)
+    model, _, _ = load_trained(run_dir)
+    weight = model.weights[0][0].abs().reshape(model.shape[1], 2, 32).amax(dim=(0, 1))
+    used = {int(model.in_perm[0, position]) for position in range(32) if weight[position] >= 1e-2}
+    assert used == set(dims)
+
+
+def test_two_moons_starts_from_the_notebooks_data():
+    """make_moons' first training point for the notebook's data seed (np.random.seed(1), noise 0.1)."""
+    from sklearn.datasets import make_moons
+
+    from bimt.tasks import two_moons_data
+
+    np.random.seed(1)
+    x, y = make_moons(n_samples=200, noise=0.1)
+    x_test, y_test = make_moons(n_samples=200, noise=0.1)
+    data = two_moons_data(1, 200, 200, 0.1)
+    assert torch.equal(data.train_x, torch.tensor(x, dtype=torch.float32))
+    assert torch.equal(data.test_y, torch.tensor(y_test))
+
+
+BAD = [
+    (("task=modular_addition", "task.p=1"), "task.p=1 is not allowed"),
+    (("task=modular_addition", "task.train_fraction=0"), "task.train_fraction=0.0 is not allowed"),
+    (("task=permutation_s4", "task.train_fraction=1.5"), "task.train_fraction=1.5 is not allowed"),
+    (("task=modular_addition", "task.p=2", "task.train_fraction=0.1"), "leaves no training pairs"),
+    (("task=two_moons", "engine=native"), "engine=native cannot run task two_moons"),
+    (("task=modular_addition", "engine=native"), "engine=native cannot run task modular_addition"),
+    (("task=permutation_s4", "engine=native"), "engine=native cannot run task permutation_s4"),
+    (("task=two_moons", "model.out_fold=2"), "model.out_fold=2 does not apply to the classification task"),
+    (("task=two_moons", "task.low=0"), "Could not override 'task.low'"),
+    (("task=two_moons", "+task.low=0"), "task.low=0.0 does not apply to the classification task two_moons"),
+    (("task=two_moons", "+task.p=5"), "task.p=5 does not apply to two_moons"),
+    (("task=permutation_s4", "+task.p=5"), "task.p=5 does not apply to permutation_s4"),
+    (("task=modular_addition", "+task.noise=0.1"), "task.noise=0.1 does not apply to modular_addition"),
+    (("task=modular_addition", "model.in_fold=1"), "model.in_fold=1 does not fit task modular_addition"),
+    (("task=modular_addition", "model.embedding_dim=0"), "model.embedding_dim=0 is not allowed"),
+    (("task=two_moons", "model.embedding_dim=8"), "model.embedding_dim=8 does not apply to task two_moons"),
+    (("task=two_moons", "model.dtype=float16"), "model.dtype='float16' is unknown"),
+    (("task=two_moons", "relocate.weight_factor=-1"), "relocate.weight_factor=-1.0 is not allowed"),
+]
+
+
+@pytest.mark.parametrize("overrides,named", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_settings_that_cannot_apply_are_one_line_and_exit_2(tmp_path, overrides, named):
+    run_dir = tmp_path / "run"
+    result = train_cli(f"hydra.run.dir={run_dir}", *overrides)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and named in lines[0], result.stderr
+    assert not run_dir.exists()
