@@ -323,7 +323,7 @@ def validate(config: RunConfig) -> None:
         config.engine != "native" or config.device != "cuda",
         "engine=native runs on the CPU; with device=cuda use engine=eager",
     )
-    reason = unsupported(spec.classifies, spec.tokens > 0, DTYPES[model.dtype], model.mean_cost)
+    reason = unsupported(spec.tokens > 0, DTYPES[model.dtype], model.mean_cost)
     _require(config.engine != "native" or reason is None,
              f"engine=native cannot run task {task.name}: {reason}; use engine=eager")
     _require(

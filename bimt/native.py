@@ -1,6 +1,7 @@
 """The native engine: many training steps in one compiled loop (numba), with no per-step overhead.
 
-Python's and torch's per-operation overhead is most of an eager step on these tiny networks. Here a
+Python's and torch's per-operation overhead is most of an eager step on these tiny networks (MSE
+regression, or cross-entropy classification of numeric inputs: Sections 3.1-3.2). Here a
 stretch of steps between two events (a log line, a relocation, a snapshot, a change of lambda)
 runs as one call into machine code compiled by numba: forward pass, loss, backward pass, the
 connection-cost gradient and AdamW, replica by replica. It is the eager engine's arithmetic in
@@ -20,7 +21,7 @@ import torch
 
 from bimt.engine import connection_penalties
 from bimt.jit import available, jit
-from bimt.losses import Loss
+from bimt.losses import Loss, logged_metrics
 from bimt.model import BioMLP
 from bimt.optim import AdamW
 from bimt.tasks import Dataset
@@ -78,9 +79,22 @@ def _forward(params, x, widths, offsets, acts, pres, sigmoids, r):
 
 
 @jit(FASTMATH)
-def _mse(output, y, samples):
+def _loss(output, y, samples, classify):
+    """The MSE of output against targets y (width_out, n), or with `classify` the mean cross-entropy
+    against one-hot targets, over the first `samples` columns."""
     total = 0.0
     n_out = y.shape[0]
+    if classify:
+        for s in range(samples):
+            top = output[0, s]
+            for o in range(1, n_out):
+                top = max(top, output[o, s])
+            exps = 0.0
+            for o in range(n_out):
+                exps += math.exp(output[o, s] - top)
+                total -= y[o, s] * (output[o, s] - top)
+            total += math.log(exps)
+        return total / samples
     for o in range(n_out):
         for s in range(samples):
             e = output[o, s] - y[o, s]
@@ -89,15 +103,40 @@ def _mse(output, y, samples):
 
 
 @jit(FASTMATH)
-def _backward(params, grad, y, samples, widths, offsets, acts, pres, sigmoids, g, g_next, r):
-    """Gradient of replica r's MSE on the first `samples` columns of targets y (width_out, n) into
-    grad[r] (the flat layout of params). The padding columns get no error, so they add exact zeros."""
-    depth = len(widths) - 1
+def _output_gradient(output, y, samples, classify, g):
+    """d loss / d output into g (width_out, n): 2 (output - y) / count for the MSE, (softmax - y) /
+    samples for the cross-entropy. The padding columns get no error, so they add exact zeros."""
     n_out, n = y.shape
+    if classify:
+        scale = np.float32(1.0 / samples)
+        for s in range(n):
+            if s >= samples:
+                for o in range(n_out):
+                    g[o, s] = np.float32(0.0)
+                continue
+            top = output[0, s]
+            for o in range(1, n_out):
+                top = max(top, output[o, s])
+            exps = np.float32(0.0)
+            for o in range(n_out):
+                g[o, s] = math.exp(output[o, s] - top)
+                exps += g[o, s]
+            for o in range(n_out):
+                g[o, s] = (g[o, s] / exps - y[o, s]) * scale
+        return
     scale = np.float32(2.0 / (n_out * samples))
     for o in range(n_out):
         for s in range(n):
-            g[o, s] = (acts[depth, o, s] - y[o, s]) * scale if s < samples else np.float32(0.0)
+            g[o, s] = (output[o, s] - y[o, s]) * scale if s < samples else np.float32(0.0)
+
+
+@jit(FASTMATH)
+def _backward(params, grad, y, samples, classify, widths, offsets, acts, pres, sigmoids, g, g_next, r):
+    """Gradient of replica r's loss on the first `samples` columns of targets y (width_out, n) into
+    grad[r] (the flat layout of params)."""
+    depth = len(widths) - 1
+    n = y.shape[1]
+    _output_gradient(acts[depth], y, samples, classify, g)
     for layer in range(depth - 1, -1, -1):
         n_in, n_out = widths[layer], widths[layer + 1]
         w0 = offsets[layer]
@@ -141,21 +180,21 @@ def _activation_buffers(widths, n):
 
 
 @jit(FASTMATH)
-def _mse_per_replica(params, x, y, samples, widths, offsets, losses):
-    """losses[r]: replica r's MSE on the first `samples` columns of x and y, with the training
+def _loss_per_replica(params, x, y, samples, classify, widths, offsets, losses):
+    """losses[r]: replica r's loss on the first `samples` columns of x and y, with the training
     step's own forward pass and sum, so that it does not depend on how many replicas there are."""
     depth = len(widths) - 1
     acts, pres, sigmoids = _activation_buffers(widths, x.shape[2])
     for r in range(params.shape[0]):
         _forward(params, x[r], widths, offsets, acts, pres, sigmoids, r)
-        losses[r] = _mse(acts[depth, : y.shape[1]], y[r], samples)
+        losses[r] = _loss(acts[depth, : y.shape[1]], y[r], samples, classify)
 
 
 @jit(FASTMATH)
-def _train_steps(params, grad, exp_avg, exp_avg_sq, penalty, x, y, samples, widths, offsets, count, adam_step,
-                 lr, beta1, beta2, eps, weight_decay, losses):
+def _train_steps(params, grad, exp_avg, exp_avg_sq, penalty, x, y, samples, classify, widths, offsets, count,
+                 adam_step, lr, beta1, beta2, eps, weight_decay, losses):
     """Run up to `count` steps on the first `samples` columns of x and y (the others are padding);
-    losses[t, r] gets step t's train MSE. Returns the steps completed: fewer than `count` when a
+    losses[t, r] gets step t's training loss (MSE, or with `classify` cross-entropy). Returns the steps completed: fewer than `count` when a
     loss is not finite (that step is not applied).
 
     Each replica's forward and backward pass run back to back, so that its activations are still in
@@ -169,10 +208,10 @@ def _train_steps(params, grad, exp_avg, exp_avg_sq, penalty, x, y, samples, widt
         finite = True
         for r in range(replicas):
             _forward(params, x[r], widths, offsets, acts, pres, sigmoids, r)
-            loss = _mse(acts[depth, : y.shape[1]], y[r], samples)
+            loss = _loss(acts[depth, : y.shape[1]], y[r], samples, classify)
             losses[t, r] = loss
             finite = finite and math.isfinite(loss)
-            _backward(params, grad, y[r], samples, widths, offsets, acts, pres, sigmoids, g, g_next, r)
+            _backward(params, grad, y[r], samples, classify, widths, offsets, acts, pres, sigmoids, g, g_next, r)
         if not finite:
             return t
         step = adam_step + t + 1
@@ -215,9 +254,10 @@ class NativeEngine:
     """The engine interface of `bimt.engine.EagerEngine`, running stretches of steps natively."""
 
     def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss):
-        reason = unsupported(loss.classifies, model.embedding is not None, model.params.dtype, model.mean_cost)
+        reason = unsupported(model.embedding is not None, model.params.dtype, model.mean_cost)
         if reason:
             raise RuntimeError(f"engine=native cannot run this model: {reason}; use engine=eager")
+        self.loss = loss
         if not available():
             raise RuntimeError("engine=native needs numba (pip install numba); use engine=eager")
         if model.params.device.type != "cpu":
@@ -236,6 +276,8 @@ class NativeEngine:
         self.test_x, self.test_y = self._in_positions(self.data.test_x, self.data.test_y)
 
     def _in_positions(self, x: torch.Tensor, y: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        if self.loss.classifies:  # class ids as one-hot targets, one row per output
+            y = torch.nn.functional.one_hot(y, self.model.shape[-1]).to(torch.float32)
         positions = self.model.out_perm[:, None, :].expand(-1, y.shape[1], -1)
         return _feature_major_padded(self.model.to_positions(x)), _feature_major_padded(torch.gather(y, 2, positions))
 
@@ -244,31 +286,31 @@ class NativeEngine:
         self.penalties = {key: penalty.numpy() for key, penalty in penalties.items()}
 
     def run(self, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
-        """Up to `count` steps: the number done, and each step's train MSE, (steps, R). Fewer than
+        """Up to `count` steps: the number done, and each step's training loss, (steps, R). Fewer than
         `count` done means the next step's loss (the last row) was not finite; that step is not applied."""
         optimizer = self.optimizer
         losses = np.empty((count, self.params.shape[0]), dtype=np.float32)
         done = _train_steps(self.params, self.grad, optimizer.exp_avg.numpy(), optimizer.exp_avg_sq.numpy(),
                             self.penalties[penalize_bias], self.train_x, self.train_y, self.data.train_x.shape[1],
-                            self.widths, self.offsets, count, optimizer.steps, optimizer.lr, optimizer.betas[0],
+                            self.loss.classifies, self.widths, self.offsets, count, optimizer.steps, optimizer.lr, optimizer.betas[0],
                             optimizer.betas[1], optimizer.eps, optimizer.weight_decay, losses)
         optimizer.steps += done
         return done, torch.from_numpy(losses[: done + (done < count)])
 
     def test_metrics(self) -> dict[str, torch.Tensor]:
-        """Each replica's test MSE, computed natively as its training loss is: it does not depend
-        on the other replicas of the batch (a batched torch product would: MKL's kernels differ)."""
+        """Each replica's test loss, computed natively as its training loss is: it does not depend
+        on the other replicas of the batch (a batched torch product would: MKL's kernels differ).
+        A classifier's accuracies come from the model itself, replica by replica."""
         losses = np.empty(self.params.shape[0], dtype=np.float32)
-        _mse_per_replica(self.params, self.test_x, self.test_y, self.data.test_x.shape[1], self.widths, self.offsets,
-                         losses)
-        return {"loss/test": torch.from_numpy(losses)}
+        _loss_per_replica(self.params, self.test_x, self.test_y, self.data.test_x.shape[1], self.loss.classifies,
+                          self.widths, self.offsets, losses)
+        metrics = logged_metrics(self.model, self.data, self.loss) if self.loss.classifies else {}
+        return {**metrics, "loss/test": torch.from_numpy(losses)}
 
 
-def unsupported(classifies: bool, embedded: bool, dtype: torch.dtype, mean_cost: bool) -> str | None:
+def unsupported(embedded: bool, dtype: torch.dtype, mean_cost: bool) -> str | None:
     """Why the native engine cannot train a model (None when it can): its loops are written for
-    float32 MSE on numeric inputs with summed costs."""
-    if classifies:
-        return "its loops compute the MSE loss only, not cross-entropy"
+    float32 MSE or cross-entropy on numeric inputs, with summed costs."""
     if embedded:
         return "its loops take numeric inputs, not learned token embeddings"
     if dtype != torch.float32:

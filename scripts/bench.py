@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark the project's training against the literal reference algorithm, side by side.
 
-For each task at train_type 5 it times, in this one process:
+For each task of Section 3.1 at train_type 5 it times, in this one process:
   literal  the oracle of tests/reference.py: nn.Linear layers, the permutation gather on every step,
            the test loss on every step, swap-recompute-unswap relocation (the notebook's algorithm);
   eager    the project's trainer with `engine=eager` (torch; bit for bit the literal numbers);
@@ -10,7 +10,9 @@ It prints ms/step of a full run (training and relocation, logging at the default
 --run-repeats runs, after one warm-up run that compiles the native code), ms per relocation call
 (median over --repeats, on the same trained state for both), and the speedups, then the time of one
 network snapshot (drawing, PNG encoding, TensorBoard write) and the peak memory of a single
-`train.py` run. `--json PATH` also writes the figures as JSON.
+`train.py` run. For the classifiers of Sections 3.2-3.3 (two moons, modular addition, S4) it times
+the notebook's own loop (tests/reference.py) against each engine that can run them, with the ratio.
+`--json PATH` also writes the figures as JSON.
 
     python scripts/bench.py --steps 2000 --repeats 20 --run-repeats 3 --threads 1
 """
@@ -24,20 +26,25 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import torch
+from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))  # the literal algorithm is kept with the tests, as their oracle
 
 from bimt import BioMLP, NullLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, relocate, train  # noqa: E402
+from bimt.config import DTYPES, load_config, resolve_task, task_data  # noqa: E402
 from bimt.memory import keep_freed_memory  # noqa: E402
+from bimt.native import unsupported  # noqa: E402
 from bimt.outputs import RunLogger  # noqa: E402
-from bimt.run import stack_datasets  # noqa: E402
+from bimt.run import build_model, build_settings, replica_settings, stack_datasets  # noqa: E402
 from bimt.tasks import TASKS  # noqa: E402
 
-from reference import PAPER, literal_copy, literal_model, literal_train  # noqa: E402
+from reference import PAPER, literal_classifier_train, literal_copy, literal_model, literal_train, notebook  # noqa: E402
 
 FULL_BIMT = ReplicaSettings(torch.tensor([True]), torch.tensor([1.0]), torch.tensor([True]))
 
@@ -91,6 +98,47 @@ def bench_task(name: str, steps: int, repeats: int, run_repeats: int) -> dict[st
     results["ms_per_relocation"] = median_ms(relocate_project, repeats) - reload_ms
     results["relocation_speedup"] = results["literal_ms_per_relocation"] / results["ms_per_relocation"]
     return results
+
+
+CLASSIFIERS = ("two_moons", "modular_addition", "permutation_s4")
+
+
+def bench_classifier(name: str, steps: int, run_repeats: int) -> dict[str, Any]:
+    """ms per step of a full run of a Section 3.2-3.3 task: the notebook's loop (`reference.notebook`:
+    autograd, the test set's forward pass on every step, swap-recompute-unswap relocation) against the
+    project's engines on the task's own config. An engine that cannot run the task says why."""
+    config = compose_config([f"task={name}", f"steps={steps}"])
+    task = resolve_task(config.task)
+    cpu = torch.device("cpu")
+    stacked = stack_datasets([task_data(config.task, task, config.run_seed)], cpu)
+    results: dict[str, Any] = {}
+
+    def literal_run():
+        model, data, lr, lambdas, weight_factor, top_k = notebook(name, steps)
+        literal_classifier_train(model, data, steps, lr, lambdas, weight_factor, top_k, log_every=200)
+
+    results["literal_ms_per_step"] = median_ms(literal_run, run_repeats) / steps
+    for engine in ENGINES:
+        reason = unsupported(task.tokens > 0, DTYPES[config.model.dtype], config.model.mean_cost)
+        if engine == "native" and reason:
+            results["native_unsupported"] = reason
+            continue
+
+        def project_run(engine=engine):
+            settings = replace(build_settings(config), engine=engine, progress=False, snapshot_every=0,
+                               checkpoint_every=0)
+            train(build_model(config, task, [config.run_seed]), stacked, replica_settings([config], cpu),
+                  config.schedule, settings, NullLogger())
+
+        project_run()
+        results[f"{engine}_ms_per_step"] = median_ms(project_run, run_repeats) / steps
+        results[f"{engine}_step_speedup"] = results["literal_ms_per_step"] / results[f"{engine}_ms_per_step"]
+    return results
+
+
+def compose_config(overrides: list[str]):
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        return load_config(compose("config", overrides))
 
 
 def bench_batched(sizes: list[int], steps: int, literal_ms_per_step: float) -> dict[str, dict[str, float]]:
@@ -174,6 +222,8 @@ def main() -> int:
     parser.add_argument("--batched", default="1,50,150", help="replica counts K for the batched timings (comma-separated)")
     parser.add_argument("--batched-steps", type=int, default=1000,
                         help="training steps per batched timing (enough to amortise building K replicas)")
+    parser.add_argument("--classifier-steps", type=int, default=1000,
+                        help="training steps per timed run of the tasks of Sections 3.2-3.3 (0: skip them)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -189,6 +239,16 @@ def main() -> int:
         print(f"{name:18} {r['literal_ms_per_step']:8.3f} {r['eager_ms_per_step']:7.3f} {r['eager_step_speedup']:7.1f}x "
               f"{r['native_ms_per_step']:7.3f} {r['native_step_speedup']:7.1f}x "
               f"{r['literal_ms_per_relocation']:14.2f} {r['ms_per_relocation']:6.2f} {r['relocation_speedup']:7.1f}x")
+    if args.classifier_steps:
+        print(f"\nms per step of a full train_type-5 run of the classifiers ({args.classifier_steps} steps), "
+              "the notebook's own loop against each engine")
+        print(f"{'task':18} {'notebook':>9} {'eager':>7} {'speedup':>8}  native")
+        for name in CLASSIFIERS:
+            r = results["tasks"][name] = bench_classifier(name, args.classifier_steps, args.run_repeats)
+            native = (f"{r['native_ms_per_step']:.3f} ({r['native_step_speedup']:.1f}x)" if "native_ms_per_step" in r
+                      else f"cannot run it: {r['native_unsupported']}")
+            print(f"{name:18} {r['literal_ms_per_step']:9.3f} {r['eager_ms_per_step']:7.3f} "
+                  f"{r['eager_step_speedup']:7.1f}x  {native}")
     sizes = [int(k) for k in args.batched.split(",") if k]
     if sizes:
         literal = results["tasks"]["independence"]["literal_ms_per_step"]

@@ -247,3 +247,27 @@ def literal_group_data(task: str, seed: int) -> LiteralData:
     test_id = np.array(list(set(np.arange(p**2)) - set(train_id)))
     labels = torch.tensor(labels, dtype=torch.long)
     return LiteralData(torch.tensor(data_id[train_id]), labels[train_id], torch.tensor(data_id[test_id]), labels[test_id])
+
+
+def notebook(task: str, steps: int):
+    """Each notebook of Sections 3.2-3.3 as its code sets it up, for a run of `steps`: the literal model
+    and data, the learning rate, lambda(step), the training cost's locality weight and top_k. The
+    notebooks hard-code their lambda steps for their full length; here they sit at the same fractions
+    of `steps` (two moons: 5000 of 10001)."""
+    if task == "two_moons":
+        model = literal_classifier([2, 20, 20, 2], 2, 1, 0.2, torch.sum, 1.0, None, torch.float32)
+        return model, literal_two_moons_data(), 0.002, lambda step: 0.01 if step >= steps // 2 else 0.001, 1.0, 10
+    if task == "modular_addition":
+        model = literal_classifier([64, 50, 50, 59], 4, 2, 0.5, torch.mean, 2.0, (59, 32), torch.float64)
+
+        def lambdas(step):
+            lam = 0.1
+            if step >= int(steps * 1 / 4):
+                lam *= 10
+            if step >= int(steps * 3 / 4):
+                lam *= 0.1
+            return lam
+
+        return model, literal_group_data(task, 4), 0.001, lambdas, 2.0, 30
+    model = literal_classifier([64, 50, 50, 24], 1, 2, 0.5, torch.mean, 2.0, (24, 32), torch.float64)
+    return model, literal_group_data(task, 1), 0.002, lambda step: 1, 1.0, 30

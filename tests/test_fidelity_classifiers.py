@@ -21,30 +21,9 @@ from bimt.run import build_model, build_settings, replica_settings, stack_datase
 from bimt.trainer import train
 
 from conftest import REPO, ReplicaRecorder
-from reference import literal_classifier, literal_classifier_train, literal_group_data, literal_two_moons_data
+from reference import literal_classifier_train, notebook
 
 STEPS = 1000  # relocations after steps 199, 399, ..., 999; lambda changes at 250 / 500 / 750
-
-
-def notebook(task: str):
-    """Each notebook's literal model, data, learning rate, lambda(step), training locality weight, top_k."""
-    if task == "two_moons":
-        model = literal_classifier([2, 20, 20, 2], 2, 1, 0.2, torch.sum, 1.0, None, torch.float32)
-        return model, literal_two_moons_data(), 0.002, lambda step: 0.01 if step >= STEPS // 2 else 0.001, 1.0, 10
-    if task == "modular_addition":
-        model = literal_classifier([64, 50, 50, 59], 4, 2, 0.5, torch.mean, 2.0, (59, 32), torch.float64)
-
-        def lambdas(step):
-            lam = 0.1
-            if step >= int(STEPS * 1 / 4):
-                lam *= 10
-            if step >= int(STEPS * 3 / 4):
-                lam *= 0.1
-            return lam
-
-        return model, literal_group_data(task, 4), 0.001, lambdas, 2.0, 30
-    model = literal_classifier([64, 50, 50, 24], 1, 2, 0.5, torch.mean, 2.0, (24, 32), torch.float64)
-    return model, literal_group_data(task, 1), 0.002, lambda step: 1, 1.0, 30
 
 
 def composed(task: str):
@@ -54,7 +33,7 @@ def composed(task: str):
 
 @pytest.mark.parametrize("task_name", ["two_moons", "modular_addition", "permutation_s4"])
 def test_eager_run_equals_the_notebook_loop_bit_for_bit(task_name):
-    literal, literal_data, lr, lambdas, weight_factor, top_k = notebook(task_name)
+    literal, literal_data, lr, lambdas, weight_factor, top_k = notebook(task_name, STEPS)
     expected = literal_classifier_train(literal, literal_data, STEPS, lr, lambdas, weight_factor, top_k, log_every=10)
 
     config = composed(task_name)
