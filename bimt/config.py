@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bimt import jit
@@ -39,17 +39,21 @@ class ConfigError(ValueError):
     """A user mistake in the configuration; its message is one line meant for the terminal."""
 
 
+# The schema holds types, not values: every default is in the YAML of `conf/` (one place to read and
+# change). A task's optional settings are None where that task has no such setting.
+
+
 @dataclass
 class TaskConfig:
-    name: str = "independence"
-    seed: int = 0  # the paper's seed for this task; the top-level `seed` overrides it
-    n_train: int = 100
-    n_test: int = 100
+    name: str = MISSING
+    seed: int = MISSING  # the paper's seed for this task; the top-level `seed` overrides it
+    n_train: int | None = None  # formulas, two_moons: sample counts
+    n_test: int | None = None
     inputs: int | None = None  # custom tasks: number of inputs x1..xn (null: the highest xn used)
     outputs: list[str] | None = None  # custom tasks: one formula per output; null for the paper's tasks
-    low: float = -1.0  # inputs are drawn uniformly from [low, high)
-    high: float = 1.0
-    noise: float = 0.0  # formulas: std of Gaussian noise on the training labels; two_moons: make_moons' noise
+    low: float | None = None  # formulas: inputs are drawn uniformly from [low, high)
+    high: float | None = None
+    noise: float | None = None  # formulas: std of Gaussian noise on the training labels; two_moons: make_moons'
     data_seed: int | None = None  # the data's own seed (two_moons); null: the run's seed draws data and weights
     p: int | None = None  # modular_addition: the modulus
     train_fraction: float | None = None  # group tasks: share of all pairs that are training data
@@ -57,36 +61,48 @@ class TaskConfig:
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = field(default_factory=lambda: [20, 20])
-    in_fold: int = 1
-    out_fold: int = 1
-    l0: float = 0.1
-    weight_factor: float = 1.0  # locality weight of the training cost (train types with `local`)
-    mean_cost: bool = False  # each cost term averaged over its entries (Section 3.3) instead of summed
-    embedding_dim: int | None = None  # tasks with tokens: size of each token's learned embedding
-    embedding_cost: bool = True  # l0 * |embedding| is part of the cost
-    dtype: str = "float32"  # float32 | float64
+    hidden: list[int] = MISSING
+    in_fold: int = MISSING
+    out_fold: int = MISSING
+    l0: float = MISSING
+    weight_factor: float = MISSING  # locality weight of the training cost (train types with `local`)
+    mean_cost: bool = MISSING  # each cost term averaged over its entries (Section 3.3) instead of summed
+    embedding_dim: int | None = MISSING  # tasks with tokens: size of each token's learned embedding
+    embedding_cost: bool = MISSING  # l0 * |embedding| is part of the cost
+    dtype: str = MISSING  # float32 | float64
 
 
 @dataclass
 class TrainTypeConfig:
-    l1: bool = True
-    local: bool = True
-    swap: bool = True
+    l1: bool = MISSING
+    local: bool = MISSING
+    swap: bool = MISSING
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.002
-    weight_decay: float = 0.0
+    lr: float = MISSING
+    weight_decay: float = MISSING
 
 
 @dataclass
 class RelocateConfig:
-    every: int = 200
-    top_k: int = 5
-    weight_factor: float = 1.0  # locality weight of the cost that scores candidate swaps
-    permute_optimizer_state: bool = False
+    every: int = MISSING
+    top_k: int = MISSING
+    weight_factor: float = MISSING  # locality weight of the cost that scores candidate swaps
+    permute_optimizer_state: bool = MISSING
+
+
+@dataclass
+class ScheduleConfig(Schedule):
+    """The lambda schedule's fields, without the library's defaults (`bimt.schedule.Schedule`)."""
+
+    lambda0: float = MISSING
+    boost_at: float = MISSING
+    boost: float = MISSING
+    decay_at: float = MISSING
+    decay: float = MISSING
+    bias_from: float = MISSING
 
 
 SNAPSHOTS = 20  # network snapshots per run by default (and one more at the end)
@@ -94,23 +110,23 @@ SNAPSHOTS = 20  # network snapshots per run by default (and one more at the end)
 
 @dataclass
 class RunConfig:
-    task: TaskConfig = field(default_factory=TaskConfig)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    train_types: dict[int, TrainTypeConfig] = field(default_factory=dict)
-    schedule: Schedule = field(default_factory=Schedule)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    relocate: RelocateConfig = field(default_factory=RelocateConfig)
-    train_type: int = 5
-    seed: int | None = None
-    steps: int = 20000
-    log_every: int = 200
-    snapshot_every: int | None = None  # null: SNAPSHOTS per run, every steps / SNAPSHOTS steps
-    checkpoint_every: int | None = None  # null: every 10 relocation intervals
-    resume: str | None = None  # a run directory to continue
-    video: bool = False  # write network.gif (and .mp4 with ffmpeg) from the snapshots at the end
-    device: str = "cpu"
-    threads: int = 1
-    engine: str = "native"  # native: compiled training loop (numba, CPU); eager: torch, the notebook's bits
+    task: TaskConfig = MISSING
+    model: ModelConfig = MISSING
+    train_types: dict[int, TrainTypeConfig] = MISSING
+    schedule: ScheduleConfig = MISSING
+    optim: OptimConfig = MISSING
+    relocate: RelocateConfig = MISSING
+    train_type: int = MISSING
+    seed: int | None = MISSING
+    steps: int = MISSING
+    log_every: int = MISSING
+    snapshot_every: int | None = MISSING  # null: SNAPSHOTS per run, every steps / SNAPSHOTS steps
+    checkpoint_every: int | None = MISSING  # null: every 10 relocation intervals
+    resume: str | None = MISSING  # a run directory to continue
+    video: bool = MISSING  # write network.gif (and .mp4 with ffmpeg) from the snapshots at the end
+    device: str = MISSING
+    threads: int = MISSING
+    engine: str = MISSING  # native: compiled training loop (numba, CPU); eager: torch, the notebook's bits
 
     @property
     def run_seed(self) -> int:
@@ -162,6 +178,9 @@ def resolve_task(config: TaskConfig) -> Task:
     """The paper's task of that name, or a custom task built from `outputs` formulas."""
     if config.name in CLASSIFIERS:
         return _classifier(config)
+    for key in ("n_train", "n_test", "low", "high", "noise"):
+        _require(getattr(config, key) is not None, f"task.{key}=None is not allowed; task {config.name} draws "
+                 "its inputs with it (see conf/task/custom.yaml)")
     _require(
         config.outputs is None or config.name not in TASKS,
         f"task.outputs cannot be used with the paper task {config.name} (task.name={config.name}); your own "
@@ -192,20 +211,23 @@ def resolve_task(config: TaskConfig) -> Task:
 
 def _classifier(config: TaskConfig) -> Task:
     """Two moons or a group task, after checking the settings that apply to it."""
-    for key, value, default in (("inputs", config.inputs, None), ("outputs", config.outputs, None),
-                                ("low", config.low, PAPER_LOW), ("high", config.high, PAPER_HIGH)):
-        _require(value == default, f"task.{key}={value} does not apply to the classification task {config.name}; "
-                 "leave it unset")
+    for key in ("inputs", "outputs", "low", "high"):
+        _require(getattr(config, key) is None, f"task.{key}={getattr(config, key)} does not apply to the "
+                 f"classification task {config.name}; leave it unset")
     if config.name == "two_moons":
+        for key in ("n_train", "n_test", "noise"):
+            _require(getattr(config, key) is not None, f"task.{key}=None is not allowed; two_moons needs it")
         for key in ("p", "train_fraction"):
             _require(getattr(config, key) is None, f"task.{key}={getattr(config, key)} does not apply to two_moons; "
                      "its sizes are task.n_train and task.n_test")
         _require(config.noise >= 0, f"task.noise={config.noise} is not allowed; make_moons' noise is a standard deviation >= 0")
         return two_moons_task()
+    for key in ("n_train", "n_test", "noise"):
+        _require(getattr(config, key) is None, f"task.{key}={getattr(config, key)} does not apply to {config.name}; "
+                 "its pairs are all p * p, split by task.train_fraction, with exact labels")
     fraction = config.train_fraction
     _require(fraction is not None and 0 < fraction < 1,
              f"task.train_fraction={fraction} is not allowed; it is the share of all pairs used for training, in (0, 1)")
-    _require(config.noise == 0, f"task.noise={config.noise} does not apply to {config.name}; its labels are exact")
     if config.name == "modular_addition":
         _require(config.p is not None and config.p >= 2, f"task.p={config.p} is not allowed; the modulus must be an integer >= 2")
         task = modular_addition_task(config.p)
@@ -260,8 +282,6 @@ def validate(config: RunConfig) -> None:
         ("log_every", config.log_every, 1),
         ("snapshot_every", config.snapshot_interval, 0),
         ("threads", config.threads, 1),
-        ("task.n_train", task.n_train, 1),
-        ("task.n_test", task.n_test, 1),
         ("relocate.every", config.relocate.every, 1),
         ("checkpoint_every", config.checkpoint_interval, 1),
         ("relocate.top_k", config.relocate.top_k, 1),
@@ -269,8 +289,12 @@ def validate(config: RunConfig) -> None:
         ("model.out_fold", model.out_fold, 1),
     ]:
         _require(value >= low, f"{key}={value} is not allowed; it must be an integer >= {low}")
-    _require(task.low < task.high, f"task.low={task.low} must be below task.high={task.high}")
-    _require(task.noise >= 0, f"task.noise={task.noise} is not allowed; it is a standard deviation >= 0")
+    for key in ("n_train", "n_test"):
+        value = getattr(task, key)
+        _require(value is None or value >= 1, f"task.{key}={value} is not allowed; it must be an integer >= 1")
+    if spec.formula is not None:
+        _require(task.low < task.high, f"task.low={task.low} must be below task.high={task.high}")
+        _require(task.noise >= 0, f"task.noise={task.noise} is not allowed; it is a standard deviation >= 0")
     if task.outputs is not None:
         check_formulas_are_finite(task, spec, config.run_seed)
     _require(config.seed is None or config.seed >= 0, f"seed={config.seed} is not allowed; use an integer >= 0 (or null for the task's paper seed)")

@@ -28,7 +28,7 @@ STEPS = 1000  # relocations after steps 199, 399, ..., 999; lambda changes at 25
 
 def composed(task: str):
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return load_config(compose("config", [f"task={task}", f"steps={STEPS}"]))
+        return load_config(compose("config", [f"task={task}", f"steps={STEPS}", "engine=eager"]))
 
 
 @pytest.mark.parametrize("task_name", ["two_moons", "modular_addition", "permutation_s4"])

@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from omegaconf import OmegaConf
 
 from bimt.config import ConfigError, TaskConfig, check_formulas_are_finite, resolve_task
 from bimt.formula import FormulaError, parse
 from bimt.tasks import TASKS, make_dataset
 
-from conftest import scalars, train_cli
+from conftest import REPO, scalars, train_cli
 
 X = np.random.default_rng(0).uniform(-1, 1, size=(64, 4))
 x1, x2, x3, x4 = X.T
@@ -126,6 +127,12 @@ def test_random_formulas_evaluate_exactly_as_numpy(formula):
     np.testing.assert_array_equal(parse(text, inputs=4)(X), expected)
 
 
+def custom(**settings) -> TaskConfig:
+    """conf/task/custom.yaml's task settings, with `settings` changed."""
+    defaults = OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "task" / "custom.yaml"))["task"]
+    return TaskConfig(**{**defaults, **settings})
+
+
 PAPER_FORMULAS = {
     "independence": ["(x1+x3)**3", "x2**2+sin(pi*x4)"],
     "feature_sharing": ["x1**2", "x1**2+x2**2", "x1**2+x2**2+x3**2"],
@@ -136,27 +143,27 @@ PAPER_FORMULAS = {
 @pytest.mark.parametrize("name", sorted(PAPER_FORMULAS))
 def test_paper_tasks_as_formulas_give_exactly_the_built_in_data(name):
     built_in = TASKS[name]
-    custom = resolve_task(TaskConfig(name="custom", inputs=built_in.inputs, outputs=PAPER_FORMULAS[name]))
+    same = resolve_task(custom(inputs=built_in.inputs, outputs=PAPER_FORMULAS[name]))
     for seed in (0, 3, 4):
-        a, b = make_dataset(built_in, seed), make_dataset(custom, seed)
+        a, b = make_dataset(built_in, seed), make_dataset(same, seed)
         for field in ("train_x", "train_y", "test_x", "test_y"):
             assert np.array_equal(getattr(a, field).numpy(), getattr(b, field).numpy())
 
 
 def test_inputs_default_to_the_highest_variable_used():
-    assert resolve_task(TaskConfig(name="custom", outputs=["x1*x3"])).inputs == 3
+    assert resolve_task(custom(outputs=["x1*x3"])).inputs == 3
 
 
 def test_formulas_with_nan_or_inf_on_the_inputs_are_rejected_with_a_count():
-    config = TaskConfig(name="custom", outputs=["x1", "log(x1)"])
+    config = custom(outputs=["x1", "log(x1)"])
     with pytest.raises(ConfigError, match=r"task.outputs\[1\]='log\(x1\)' gives NaN or inf on \d+ of 200 .*task.low"):
         check_formulas_are_finite(config, resolve_task(config), seed=0)
-    positive = TaskConfig(name="custom", outputs=["log(x1)"], low=0.5, high=2.0)
+    positive = custom(outputs=["log(x1)"], low=0.5, high=2.0)
     check_formulas_are_finite(positive, resolve_task(positive), seed=0)
 
 
 def test_label_noise_changes_training_labels_only():
-    task = resolve_task(TaskConfig(name="custom", outputs=["x1*x2"]))
+    task = resolve_task(custom(outputs=["x1*x2"]))
     clean, noisy = make_dataset(task, 0), make_dataset(task, 0, noise=0.1)
     assert np.array_equal(clean.train_x.numpy(), noisy.train_x.numpy())
     assert np.array_equal(clean.test_y.numpy(), noisy.test_y.numpy())

@@ -151,6 +151,16 @@ def test_reproduce_script_tabulates_the_three_paper_tasks(tmp_path):
     table = json.loads((out / "reproduce.json").read_text())
     assert sorted(table) == ["compositionality", "feature_sharing", "independence"]
     for task, row in table.items():
-        metrics = json.loads(next(out.glob(f"*task={task}*/metrics.json")).read_text())
-        assert row["test_mse"] == metrics["test_mse"] and row["steps"] == 30
+        metrics = json.loads(next(out.glob(f"paper_seed/*task={task}*/metrics.json")).read_text())
+        assert row["test_mse"]["this_run"] == metrics["test_mse"] and row["steps"] == 30
         assert task in result.stdout
+
+
+def test_reproduce_script_summarises_a_seed_sweep(tmp_path):
+    out = tmp_path / "reproduce"
+    result = script("reproduce.py", "--tasks", "two_moons", "--steps", "30", "--seeds", "3", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    row = json.loads((out / "reproduce.json").read_text())["two_moons"]["test_acc"]
+    accuracies = [json.loads(path.read_text())["test_acc"] for path in sorted(out.glob("seeds/*/metrics.json"))]
+    assert len(accuracies) == 3 and row["seeds"] == 3
+    assert row["mean"] == pytest.approx(np.mean(accuracies)) and row["std"] == pytest.approx(np.std(accuracies, ddof=1))
