@@ -11,7 +11,7 @@ from bimt.tasks import TASKS
 
 from conftest import REPO, train_cli
 
-TASK_NAMES = sorted(TASKS)
+TASK_NAMES = sorted([*TASKS, "two_moons", "modular_addition", "permutation_s4"])
 
 
 def composed(*overrides: str):
@@ -39,6 +39,20 @@ def test_tasks_pick_the_papers_seed_model_and_schedule():
     compositionality = load_config(composed("task=compositionality"))
     assert (compositionality.run_seed, compositionality.model.hidden) == (3, [20, 20, 20, 20])
     assert (compositionality.schedule.boost, compositionality.schedule.decay) == (3.0, 1.0)
+
+
+def test_classifier_tasks_carry_their_notebooks_settings():
+    moons = load_config(composed("task=two_moons"))
+    assert (moons.run_seed, moons.task.data_seed, moons.steps, moons.model.l0, moons.relocate.top_k) == (2, 1, 10001, 0.2, 10)
+    assert (moons.schedule.lam(4999, 10001), moons.schedule.lam(5000, 10001), moons.schedule.bias_from) == (1e-3, 1e-2, 0.0)
+    addition = load_config(composed("task=modular_addition"))
+    assert (addition.run_seed, addition.task.p, addition.task.train_fraction, addition.optim.lr) == (4, 59, 0.8, 0.001)
+    assert (addition.model.dtype, addition.model.mean_cost, addition.model.embedding_dim, addition.model.l0) == (
+        "float64", True, 32, 0.5)
+    assert (addition.model.weight_factor, addition.relocate.weight_factor, addition.relocate.top_k) == (2.0, 2.0, 30)
+    s4 = load_config(composed("task=permutation_s4"))
+    assert (s4.run_seed, s4.optim.lr, s4.model.weight_factor, s4.relocate.weight_factor) == (1, 0.002, 1.0, 2.0)
+    assert {s4.schedule.lam(step, 20000) for step in (0, 5000, 15000)} == {1.0}
 
 
 def test_command_line_values_win_over_task_choices():
@@ -124,3 +138,20 @@ def test_bad_value_in_a_multirun_is_reported_before_any_job(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip() == "error: train_type=7 is not allowed; use one of 1, 2, 3, 4, 5"
     assert not list(tmp_path.rglob("metrics.json"))
+
+
+def test_the_library_defaults_are_the_yaml_defaults():
+    """`TrainSettings` and `Schedule` keep defaults for use without Hydra; they must be conf/'s values."""
+    from omegaconf import OmegaConf
+
+    from bimt.schedule import Schedule
+    from bimt.trainer import TrainSettings
+
+    conf = OmegaConf.load(REPO / "conf" / "config.yaml")
+    settings = TrainSettings(steps=1)
+    assert (settings.lr, settings.weight_decay) == (conf.optim.lr, conf.optim.weight_decay)
+    assert (settings.relocate_every, settings.top_k) == (conf.relocate.every, conf.relocate.top_k)
+    assert settings.relocate_weight_factor == conf.relocate.weight_factor
+    assert settings.permute_optimizer_state == conf.relocate.permute_optimizer_state
+    assert settings.log_every == conf.log_every
+    assert Schedule() == Schedule(**OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "schedule" / "paper.yaml")))
