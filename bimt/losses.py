@@ -73,7 +73,8 @@ def measure(model: BioMLP, x: torch.Tensor, y: torch.Tensor, loss: Loss) -> dict
 
     Each replica is computed on its own, with a single run's kernels: a job's numbers do not
     depend on the batch it trains in (a batched product may round differently on some CPUs)."""
-    outputs = [(model.replica_subset([r]) if model.replicas > 1 else model)(x[r : r + 1]) for r in range(model.replicas)]
+    inputs, order = model.to_positions(model.features(x)), model.output_order()
+    outputs = [model.forward_positions(inputs[r : r + 1], order[r : r + 1], r) for r in range(model.replicas)]
     values = {"loss": torch.cat([loss.forward(output, y[r : r + 1])[0] for r, output in enumerate(outputs)])}
     if loss.classifies:
         values["acc"] = torch.cat([accuracy(output, y[r : r + 1]) for r, output in enumerate(outputs)])
