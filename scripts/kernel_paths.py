@@ -13,6 +13,8 @@ environment:
       eager batched      (replicas of different seeds and train types) and each replica alone;
       native batched     and each replica alone: 0 by construction;
     before the lambda boost and after it, and whether the final permutations are the same;
+  - the same, over 1000 steps of train types 5, 1, 3, 4, for the classifiers: two_moons native vs
+    eager, and eager batched vs single for two_moons (float32) and permutation_s4 (float64);
   - with `--tests`, runs the float-sensitive tests (test_fidelity.py, test_engines.py, test_relocate.py).
 The tolerances in those tests come from these figures (see their docs).
 
@@ -34,8 +36,11 @@ STEPS = 600  # lambda boost at 150, decay and biases at 450, relocations after 1
 # Haswell's features: what numba compiles for on an AVX2 machine (NUMBA_CPU_NAME alone keeps the host's).
 AVX2_FEATURES = ("+64bit,+avx,+avx2,+bmi,+bmi2,+cmov,+cx16,+f16c,+fma,+fxsr,+lzcnt,+mmx,+movbe,+popcnt,+sse,+sse2,"
                  "+sse3,+sse4.1,+sse4.2,+ssse3,+xsave")
-FLOAT_TESTS = ["tests/test_fidelity.py", "tests/test_engines.py", "tests/test_relocate.py"]
+FLOAT_TESTS = ["tests/test_fidelity.py", "tests/test_engines.py", "tests/test_relocate.py",
+               "tests/test_fidelity_classifiers.py", "tests/test_classifiers.py"]
 CASES = [("independence", t) for t in range(1, 6)] + [("feature_sharing", 5), ("compositionality", 5)]
+CLASSIFIER_STEPS = 1000  # two_moons: lambda x10 at 500; permutation_s4: lambda constant (all "after")
+CLASSIFIER_PLAN = [(2, 5), (1, 1), (0, 3), (3, 4)]  # (seed, train_type) of the classifier runs
 
 
 def kernel_paths() -> dict[str, dict[str, str]]:
@@ -91,11 +96,12 @@ def measure() -> dict[str, dict[str, float]]:
 
     worst: dict[str, dict[str, float]] = {}
 
-    def compare(name, rows, expected, r=0, r_expected=0, same_perms=True):
+    def compare(name, rows, expected, r=0, r_expected=0, same_perms=True, boost_step=STEPS // 4):
+        """Accuracies are left out: one sample more or less right is a step, not a rounding."""
         entry = worst.setdefault(name, {"before_boost": 0.0, "after_boost": 0.0, "same_permutations": True})
         for step, row in expected.items():
-            phase = "before_boost" if step < STEPS // 4 else "after_boost"
-            for tag, values in row.items():
+            phase = "before_boost" if step < boost_step else "after_boost"
+            for tag, values in ((tag, values) for tag, values in row.items() if not tag.startswith("acc/")):
                 ours, theirs = rows[step][tag][r], values[r_expected]
                 difference = abs(ours - theirs) / max(abs(theirs), 1e-12)
                 entry[phase] = max(entry[phase], difference)
@@ -124,6 +130,40 @@ def measure() -> dict[str, dict[str, float]]:
             single_model, single = run("independence", [seed], [train_type], engine)
             compare(f"{engine} batched vs single", batched, single, r=r,
                     same_perms=perms(batched_model, r) == perms(single_model, 0))
+
+    def run_classifier(task_name, jobs, engine):
+        """Jobs (seed, train_type) of a Section 3.2-3.3 task, from its config, as one model."""
+        from dataclasses import replace
+
+        from hydra import compose, initialize_config_dir
+
+        from bimt.config import load_config, resolve_task, task_data
+        from bimt.run import build_model, build_settings, replica_settings
+
+        with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+            configs = [load_config(compose("config", [f"task={task_name}", f"steps={CLASSIFIER_STEPS}", f"seed={seed}",
+                                                      f"train_type={train_type}", f"engine={engine}"]))
+                       for seed, train_type in jobs]
+        task, cpu = resolve_task(configs[0].task), torch.device("cpu")
+        data = stack_datasets([task_data(c.task, task, c.run_seed) for c in configs], cpu)
+        model, recorder = build_model(configs[0], task, [c.run_seed for c in configs]), ReplicaRecorder()
+        settings = replace(build_settings(configs[0]), log_every=10, snapshot_every=0, checkpoint_every=0,
+                           progress=False)
+        train(model, data, replica_settings(configs, cpu), configs[0].schedule, settings, recorder)
+        return model, recorder.rows
+
+    moons_boost = CLASSIFIER_STEPS // 2
+    for job in CLASSIFIER_PLAN:
+        eager_model, eager = run_classifier("two_moons", [job], "eager")
+        native_model, native = run_classifier("two_moons", [job], "native")
+        compare("two_moons: native vs eager", native, eager, boost_step=moons_boost,
+                same_perms=perms(native_model, 0) == perms(eager_model, 0))
+    for task_name, boost_step in (("two_moons", moons_boost), ("permutation_s4", 0)):
+        batched_model, batched = run_classifier(task_name, CLASSIFIER_PLAN, "eager")
+        for r, job in enumerate(CLASSIFIER_PLAN):
+            single_model, single = run_classifier(task_name, [job], "eager")
+            compare(f"{task_name}: eager batched vs single", batched, single, r=r, boost_step=boost_step,
+                    same_perms=perms(batched_model, r) == perms(single_model, 0))
     return worst
 
 
@@ -146,7 +186,7 @@ def main() -> int:
             continue
         print(f"\n{name}")
         for comparison, entry in json.loads(child.stdout.splitlines()[-1]).items():
-            print(f"  {comparison:26} before boost {entry['before_boost']:.1e}  after boost {entry['after_boost']:.1e}"
+            print(f"  {comparison:38} before boost {entry['before_boost']:.1e}  after boost {entry['after_boost']:.1e}"
                   f"  same permutations: {entry['same_permutations']}")
         if args.tests:
             tests = subprocess.run([sys.executable, "-m", "pytest", "-q", *FLOAT_TESTS],
