@@ -37,6 +37,11 @@ def _neuron_positions(model: BioMLP, layer: int) -> tuple[np.ndarray, np.ndarray
     return x, y
 
 
+def _label_style(count: int) -> dict:
+    """Labels of a row of `count` neurons: upright when few, small and turned when many (S4's 24)."""
+    return {"fontsize": 8} if count <= 12 else {"fontsize": 4.5, "rotation": 90}
+
+
 class NetworkPicture:
     """A drawing of one model's network that is built once and then redrawn in place.
 
@@ -75,11 +80,11 @@ class NetworkPicture:
             ).reshape(-1, 2, 2)
             self.wires.append(ax.add_collection(LineCollection(segments)))
         x_in, _ = _neuron_positions(model, 0)
-        self.input_texts = [ax.text(x, -0.045, "", ha="center", va="top", fontsize=8)
+        self.input_texts = [ax.text(x, -0.045, "", ha="center", va="top", **_label_style(model.n_input_positions))
                             for x in x_in[: model.n_input_positions]]
         x_out, _ = _neuron_positions(model, model.depth)
         top = LAYER_GAP * model.depth + 0.02
-        self.output_texts = [ax.text(x, top, "", ha="center", va="bottom", fontsize=8) for x in x_out]
+        self.output_texts = [ax.text(x, top, "", ha="center", va="bottom", **_label_style(len(x_out))) for x in x_out]
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.06, LAYER_GAP * model.depth + 0.06)
         ax.axis("off")
