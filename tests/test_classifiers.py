@@ -207,3 +207,22 @@ def test_native_batched_two_moons_is_each_single_run_bit_for_bit():
         single, alone = _two_moons_jobs("native", [job], 400)
         assert torch.equal(batched.params.detach()[replica], single.params.detach()[0])
         assert all(logged.rows[step]["loss/test"][replica] == row["loss/test"][0] for step, row in alone.rows.items())
+
+
+def test_the_report_shows_accuracy(classifier_run):
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    task, run_dir = classifier_run
+    result = subprocess.run([sys.executable, str(REPO / "scripts" / "report.py"), str(run_dir.parent)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    lines = (run_dir.parent / "report.md").read_text().splitlines()
+    header = next(line for line in lines if line.startswith("| task"))
+    (row,) = [line for line in lines if line.startswith(f"| {task} |")]
+    cells = dict(zip([c.strip() for c in header.split("|")], [c.strip() for c in row.split("|")]))
+    assert cells["test acc"] == f"{metrics['test_acc']:.3f} ± {0:.3f}"
+    assert ("embedding dims used" in cells) == (task != "two_moons")
