@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from bimt.cost import active_weights
-from bimt.losses import LOSSES, measure
+from bimt.losses import LOSSES, final_losses
 from bimt.model import BioMLP
 from bimt.tasks import Dataset, Task
 
@@ -104,17 +104,11 @@ def modularity_metrics(model: BioMLP, data: Dataset, task: Task, threshold: floa
     classifier its accuracy after pruning, for a model with embeddings the dimensions still in use,
     for a task that declares its module structure whether that structure was found."""
     pruned = prune(model, threshold)
-    loss = LOSSES[task.loss]
-    name = "loss" if task.classifies else "mse"
     metrics: dict[str, Any] = {
         "active_weights_1e-2": int(active_weights(model, 1e-2)[0]),
         "active_weights_1e-3": int(active_weights(model, 1e-3)[0]),
+        **{key: value[0].item() for key, value in final_losses(pruned, data, LOSSES[task.loss], "pruned_").items()},
     }
-    for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
-        values = measure(pruned, x, y, loss)
-        metrics[f"pruned_{split}_{name}"] = values["loss"][0].item()
-        if task.classifies:
-            metrics[f"pruned_{split}_acc"] = values["acc"][0].item()
     metrics["components"] = output_components(pruned)
     if model.embedding is not None:
         dims = active_embedding_dims(model, threshold)

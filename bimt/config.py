@@ -20,19 +20,7 @@ from bimt import jit
 from bimt.formula import FormulaError, parse
 from bimt.native import unsupported
 from bimt.schedule import Schedule
-from bimt.tasks import (
-    TASKS,
-    Dataset,
-    Task,
-    custom_task,
-    make_dataset,
-    modular_addition_data,
-    modular_addition_task,
-    permutation_data,
-    permutation_task,
-    two_moons_data,
-    two_moons_task,
-)
+from bimt.tasks import TASKS, Dataset, Task, custom_task, modular_addition_task, permutation_task, two_moons_task
 
 
 class ConfigError(ValueError):
@@ -243,19 +231,12 @@ def _classifier(config: TaskConfig) -> Task:
 
 def task_data(config: TaskConfig, task: Task, seed: int) -> Dataset:
     """The task's data for a run with `seed` (the task's own `data_seed` where it has one)."""
-    seed = seed if config.data_seed is None else config.data_seed
-    if task.name == "two_moons":
-        return two_moons_data(seed, config.n_train, config.n_test, config.noise)
-    if task.name == "modular_addition":
-        return modular_addition_data(seed, config.p, config.train_fraction)
-    if task.name == "permutation_s4":
-        return permutation_data(seed, 4, config.train_fraction)
-    return make_dataset(task, seed, config.n_train, config.n_test, config.low, config.high, config.noise)
+    return task.data(task, config, seed if config.data_seed is None else config.data_seed)
 
 
 def check_formulas_are_finite(config: TaskConfig, task: Task, seed: int) -> None:
     """Reject formulas that give NaN or inf on the inputs the run will sample, before any training."""
-    data = make_dataset(task, seed, config.n_train, config.n_test, config.low, config.high)
+    data = task_data(config, task, seed)
     for i in range(task.outputs):
         values = np.concatenate([data.train_y[:, i].numpy(), data.test_y[:, i].numpy()])
         bad = int((~np.isfinite(values)).sum())
@@ -364,13 +345,18 @@ def model_shape(config: RunConfig, task: Task) -> list[int]:
     return [inputs, *config.model.hidden, task.outputs]
 
 
+def sample_count(config: RunConfig, task: Task) -> int:
+    """The larger of a run's training and test sets: all pairs bound it for a task with tokens."""
+    return task.tokens**2 if task.tokens else max(config.task.n_train, config.task.n_test)
+
+
 def memory_needed(config: RunConfig, task: Task, replicas: int = 1) -> int:
     """Bytes a run needs, roughly: parameter-sized tensors (parameters, gradient, two Adam moments,
     two penalty tables, prices, wire lengths: 8 copies of 4 bytes), activations kept for the backward
     pass, and relocation's float64 placement matrix of the widest layer."""
     widths = model_shape(config, task)
     parameters = sum(n_in * n_out + n_out for n_in, n_out in zip(widths[:-1], widths[1:]))
-    samples = task.tokens**2 if task.tokens else max(config.task.n_train, config.task.n_test)
+    samples = sample_count(config, task)
     per_replica = 4 * (8 * parameters + 4 * samples * sum(widths)) + 8 * max(widths) ** 2
     return replicas * per_replica
 
@@ -386,7 +372,7 @@ def check_memory(config: RunConfig, task: Task, replicas: int = 1) -> None:
     """Refuse, in one line, a run (or a batched group of `replicas`) that cannot fit in memory."""
     needed, available = memory_needed(config, task, replicas), machine_memory(config.device)
     what = "one run" if replicas == 1 else f"a batched group of {replicas}"
-    samples = task.tokens**2 if task.tokens else max(config.task.n_train, config.task.n_test)
+    samples = sample_count(config, task)
     _require(
         needed <= available,
         f"model.hidden={list(config.model.hidden)} needs about {needed / 2**30:.1f} GiB for {what} "

@@ -56,10 +56,11 @@ def term(model: BioMLP, priced: torch.Tensor) -> torch.Tensor:
     return total / priced[0].numel() if model.mean_cost else total
 
 
-def embedding_term(model: BioMLP) -> torch.Tensor | float:
-    """The embedding's part of the cost, l0 * |E| (R,); 0 without one or when it is not priced."""
+def embedding_term(model: BioMLP) -> torch.Tensor:
+    """The embedding's part of the cost, l0 * |E| (R,); zeros without one or when it is not priced
+    (adding them changes no sum)."""
     if model.embedding is None or not model.embedding_cost:
-        return 0.0
+        return torch.zeros(model.replicas, dtype=model.params.dtype, device=model.in_perm.device)
     return term(model, model.embedding.abs() * model.l0)
 
 

@@ -74,13 +74,23 @@ class EagerEngine:
         self.flat, self.flat_grad = model.params.detach(), model.params.grad
         self.weights, self.biases = model.layer_views(self.flat)
         self.weight_grads, self.bias_grads = model.layer_views(self.flat_grad)
+        self.embedded = model.embedding_shape is not None
+        if self.embedded:
+            self.table_grad = model.embedding_view(self.flat_grad)
+            tokens = data.train_x  # (R, n, operands): each replica's rows of the flattened table, per operand
+            offsets = torch.arange(model.replicas, device=tokens.device)[:, None] * model.embedding_shape[0]
+            self.rows = [(offsets + tokens[:, :, fold]).reshape(-1) for fold in range(tokens.shape[2])]
         self.penalties: dict[bool, torch.Tensor] = {}
         self.relocated()
 
     def relocated(self) -> None:
-        """Re-read the permutations: inputs in position order, where each output feature is computed."""
+        """Re-read the permutations: inputs in position order (embedded ones: where each input position's
+        gradient goes back to), where each output feature is computed."""
         model, data = self.model, self.data
-        if model.embedding is None:
+        if self.embedded:
+            index = model.to_positions(torch.arange(model.shape[0], device=data.train_x.device).expand(model.replicas, 1, -1))
+            self.feature_of_position = index.expand(-1, data.train_x.shape[1], -1)
+        else:
             self.train_x = model.to_positions(data.train_x)
         self.order = model.output_order()[:, None, :].expand(-1, data.train_x.shape[1], -1)
         self.feature = model.out_perm[:, None, :].expand(-1, data.train_x.shape[1], -1)
@@ -105,7 +115,7 @@ class EagerEngine:
         """This step's forward pass on the training set, shape (R,); keeps what the backward needs:
         each layer's input and pre-activation, and what the loss kept."""
         model = self.model
-        x = self.train_x if model.embedding is None else model.to_positions(model.features(self.data.train_x))
+        x = model.to_positions(model.features(self.data.train_x)) if self.embedded else self.train_x
         self.inputs, self.pre_activations = [], []
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             self.inputs.append(x)
@@ -125,15 +135,15 @@ class EagerEngine:
         for i in reversed(range(self.model.depth)):
             self.weight_grads[i].copy_(weight_gradient(grad, self.inputs[i]))
             self.bias_grads[i].copy_(grad.sum(dim=1))
-            if i > 0 or self.model.embedding is not None:
+            if i > 0 or self.embedded:
                 grad = input_gradient(grad, self.weights[i])
             if i > 0:
                 grad = torch.ops.aten.silu_backward(grad, self.pre_activations[i - 1])
-        if self.model.embedding is not None:
-            self.model.embedding_view(self.flat_grad).zero_()
+        if self.embedded:
+            self.table_grad.zero_()
         if self.penalties:
             self.flat_grad.addcmul_(self.penalties[penalize_bias], self.flat.sign())
-        if self.model.embedding is not None:
+        if self.embedded:
             self.embedding_gradient(grad)
         self.optimizer.step()
 
@@ -142,14 +152,10 @@ class EagerEngine:
         position order (R, n, in). As autograd does for `cat([E[a], E[b]])`: each operand's rows are
         accumulated sample by sample into a table of zeros, and the tables are added to the cost's
         gradient, the last operand's first."""
-        model, tokens = self.model, self.data.train_x
-        replicas, samples, dim = model.replicas, tokens.shape[1], model.embedding_shape[1]
-        index = model.to_positions(torch.arange(grad.shape[2], device=grad.device).expand(replicas, 1, -1))
-        features = torch.zeros_like(grad).scatter_(2, index.expand(-1, samples, -1), grad)
-        table = model.embedding_view(self.flat_grad)
-        rows = torch.arange(replicas, device=grad.device)[:, None, None] * model.embedding_shape[0] + tokens.transpose(1, 2)
-        for fold in reversed(range(tokens.shape[2])):
-            part = torch.zeros_like(table).view(-1, dim)
-            part.index_put_((rows[:, fold].reshape(-1),), features[:, :, fold * dim : (fold + 1) * dim].reshape(-1, dim),
+        dim = self.model.embedding_shape[1]
+        features = torch.zeros_like(grad).scatter_(2, self.feature_of_position, grad)
+        for fold in reversed(range(len(self.rows))):
+            part = torch.zeros_like(self.table_grad).view(-1, dim)
+            part.index_put_((self.rows[fold],), features[:, :, fold * dim : (fold + 1) * dim].reshape(-1, dim),
                             accumulate=True)
-            table.add_(part.view_as(table))
+            self.table_grad.add_(part.view_as(self.table_grad))

@@ -10,6 +10,7 @@ values or (R, n) class ids.
 
 from __future__ import annotations
 
+import functools
 from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
@@ -38,8 +39,13 @@ class MeanSquaredError:
         return (error**2).mean(dim=(1, 2)), error
 
     def backward(self, error: torch.Tensor) -> torch.Tensor:
-        scale = torch.ones((), dtype=error.dtype, device=error.device) / error[0].numel()  # as autograd's mean
-        return error * 2.0 * scale
+        return error * 2.0 * _mean_scale(error[0].numel(), error.dtype, error.device)
+
+
+@functools.cache
+def _mean_scale(count: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """1 / count as autograd's mean backward computes it (a tensor division), made once, not every step."""
+    return torch.ones((), dtype=dtype, device=device) / count
 
 
 class CrossEntropy:
@@ -79,6 +85,19 @@ def measure(model: BioMLP, x: torch.Tensor, y: torch.Tensor, loss: Loss) -> dict
     if loss.classifies:
         values["acc"] = torch.cat([accuracy(output, y[r : r + 1]) for r, output in enumerate(outputs)])
     return values
+
+
+def final_losses(model: BioMLP, data: Dataset, loss: Loss, prefix: str = "") -> dict[str, torch.Tensor]:
+    """Both splits' losses (R,), named as metrics.json names them: `{prefix}train_mse`, `{prefix}test_mse`,
+    or for a classifier `{prefix}train_loss`, `{prefix}train_acc`, `{prefix}test_loss`, `{prefix}test_acc`."""
+    name = "loss" if loss.classifies else "mse"
+    metrics = {}
+    for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
+        values = measure(model, x, y, loss)
+        metrics[f"{prefix}{split}_{name}"] = values["loss"]
+        if loss.classifies:
+            metrics[f"{prefix}{split}_acc"] = values["acc"]
+    return metrics
 
 
 def logged_metrics(model: BioMLP, data: Dataset, loss: Loss) -> dict[str, torch.Tensor]:

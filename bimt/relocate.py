@@ -94,7 +94,7 @@ def _candidate_costs(
     biases: list[torch.Tensor],
     prices: list[torch.Tensor],
     terms: list[tuple[torch.Tensor, torch.Tensor] | None],
-    embedding: torch.Tensor | float,
+    embedding: torch.Tensor,
     layer: int,
     j: torch.Tensor,
 ) -> torch.Tensor:
@@ -117,9 +117,7 @@ def _candidate_costs(
             weight_term, bias_term = terms[i]
         cost = cost + weight_term
         cost = cost + bias_term
-    if isinstance(embedding, torch.Tensor):
-        cost = cost + embedding[:, None]
-    return cost
+    return cost + embedding[:, None]
 
 
 def _candidate_term(model: BioMLP, priced: torch.Tensor) -> torch.Tensor:
@@ -236,8 +234,7 @@ def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: 
             ties = torch.from_numpy(rows)
             exact = _candidate_costs(model, [weight[ties] for weight in weights], [bias[ties] for bias in biases],
                                      prices, [part and (part[0][ties], part[1][ties]) for part in terms],
-                                     embedding[ties] if isinstance(embedding, torch.Tensor) else embedding, layer,
-                                     torch.from_numpy(top[rows, t]))
+                                     embedding[ties], layer, torch.from_numpy(top[rows, t]))
             best[rows] = exact.argmin(dim=1).numpy()
             _apply_swaps(placement, order, top[:, t], best, keep)
             t = _greedy_swaps(placement, order, top, margin, keep, t + 1, best, tied)

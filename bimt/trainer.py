@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from bimt.cost import active_weights, connection_cost, priced_cost, wire_factor
 from bimt.engine import EagerEngine
-from bimt.losses import LOSSES, Loss, measure
+from bimt.losses import LOSSES, Loss, final_losses
 from bimt.model import BioMLP
 from bimt.native import NativeEngine
 from bimt.optim import AdamW
@@ -157,25 +157,13 @@ def make_optimizer(model: BioMLP, settings: TrainSettings) -> AdamW:
     return AdamW(model.params, lr=settings.lr, weight_decay=settings.weight_decay)
 
 
-def mse(model: BioMLP, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Mean squared error of every replica on (R, n, d) data, shape (R,) (see `bimt.losses.measure`)."""
-    return measure(model, x, y, LOSSES["mse"])["loss"]
-
-
 @torch.no_grad()
 def evaluate(model: BioMLP, data: Dataset, loss: Loss | None = None) -> dict[str, torch.Tensor]:
     """Final metrics per replica: the losses (`train_mse`, `test_mse` for MSE; `train_loss`,
     `test_loss`, `train_acc`, `test_acc` for a classifier), the full connection cost (locality 1,
     biases in), sparsity."""
-    loss = loss or LOSSES["mse"]
-    name = "loss" if loss.classifies else "mse"
-    metrics = {}
-    for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
-        values = measure(model, x, y, loss)
-        metrics[f"{split}_{name}"] = values["loss"]
-        if loss.classifies:
-            metrics[f"{split}_acc"] = values["acc"]
-    return {**metrics, "connection_cost": connection_cost(model, 1.0, penalize_bias=True),
+    return {**final_losses(model, data, loss or LOSSES["mse"]),
+            "connection_cost": connection_cost(model, 1.0, penalize_bias=True),
             "n_active_weights": active_weights(model, 1e-2)}
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -35,6 +35,7 @@ class Dataset:
 
 
 FigureMaker = Callable[["BioMLP", Dataset, "Task"], dict[str, "Figure"]]
+DataMaker = Callable[["Task", Any, int], Dataset]  # (task, its config section `task`, seed) -> data
 
 
 @dataclass(frozen=True)
@@ -42,22 +43,23 @@ class Task:
     """A task from `inputs` features (or, with `tokens`, that many token ids, each embedded) to
     `outputs` values (loss `mse`) or classes (loss `cross_entropy`), with labels for the drawings.
 
+    `data` draws the task's data for a seed from the settings of its config section (`task.*`).
     `uses[o]`, where given, lists the inputs (1-based) that output o depends on: the module
-    structure a well-trained modular network should show. `figures`, where given, draws the task's
-    own pictures of a trained model (replica 0) beyond the network (name -> figure).
+    structure a well-trained modular network should show. `figures` draws the task's own pictures
+    of a trained model (replica 0) beyond the network (name -> figure).
     """
 
     name: str
     inputs: int
     outputs: int
     output_labels: tuple[str, ...]  # for the drawings (matplotlib's LaTeX)
+    data: DataMaker = field(compare=False)
+    figures: FigureMaker = field(compare=False)
     loss: str = "mse"
     tokens: int = 0  # vocabulary of the embedded token ids; 0: the inputs are numbers
     formula: Callable[[np.ndarray], np.ndarray] | None = None
     uses: tuple[tuple[int, ...], ...] | None = None
     output_formulas: tuple[str, ...] = ()  # the outputs in plain text, for the terminal
-    position_labels: tuple[str, ...] | None = None  # input labels; None: x1, x2, ...
-    figures: FigureMaker | None = field(default=None, compare=False)
 
     @property
     def classifies(self) -> bool:
@@ -75,4 +77,4 @@ class Task:
 
     @property
     def input_labels(self) -> tuple[str, ...]:
-        return self.position_labels or tuple(f"$x_{{{i + 1}}}$" for i in range(self.inputs))
+        return tuple(f"$x_{{{i + 1}}}$" for i in range(self.inputs))

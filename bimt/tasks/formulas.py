@@ -40,31 +40,25 @@ def _compositionality(x: np.ndarray) -> np.ndarray:
     return np.sqrt((x1 - x2) ** 2 + (x3 - x4) ** 2)[:, None]
 
 
+def _formula_task(name: str, inputs: int, labels: tuple[str, ...], formula, uses, plain: tuple[str, ...]) -> Task:
+    """A formula task: MSE regression on inputs drawn by `make_dataset`, pictured by its predictions."""
+    return Task(name, inputs, len(labels), labels, data=_formula_data, figures=_prediction_figures, formula=formula,
+                uses=uses, output_formulas=plain)
+
+
+def _formula_data(task: Task, settings, seed: int) -> Dataset:
+    return make_dataset(task, seed, settings.n_train, settings.n_test, settings.low, settings.high, settings.noise)
+
+
 TASKS: dict[str, Task] = {
     task.name: task
     for task in (
-        Task("independence", 4, 2, (r"$(x_1+x_3)^3$", r"$x_2^2+\sin(\pi x_4)$"), formula=_independence,
-             uses=((1, 3), (2, 4)), output_formulas=("(x1+x3)^3", "x2^2+sin(pi*x4)"), figures=_prediction_figures),
-        Task(
-            "feature_sharing",
-            3,
-            3,
-            (r"$x_1^2$", r"$x_1^2+x_2^2$", r"$x_1^2+x_2^2+x_3^2$"),
-            formula=_feature_sharing,
-            uses=((1,), (1, 2), (1, 2, 3)),
-            output_formulas=("x1^2", "x1^2+x2^2", "x1^2+x2^2+x3^2"),
-            figures=_prediction_figures,
-        ),
-        Task(
-            "compositionality",
-            4,
-            1,
-            (r"$\sqrt{(x_1-x_2)^2+(x_3-x_4)^2}$",),
-            formula=_compositionality,
-            uses=((1, 2, 3, 4),),
-            output_formulas=("sqrt((x1-x2)^2+(x3-x4)^2)",),
-            figures=_prediction_figures,
-        ),
+        _formula_task("independence", 4, (r"$(x_1+x_3)^3$", r"$x_2^2+\sin(\pi x_4)$"), _independence,
+                      ((1, 3), (2, 4)), ("(x1+x3)^3", "x2^2+sin(pi*x4)")),
+        _formula_task("feature_sharing", 3, (r"$x_1^2$", r"$x_1^2+x_2^2$", r"$x_1^2+x_2^2+x_3^2$"), _feature_sharing,
+                      ((1,), (1, 2), (1, 2, 3)), ("x1^2", "x1^2+x2^2", "x1^2+x2^2+x3^2")),
+        _formula_task("compositionality", 4, (r"$\sqrt{(x_1-x_2)^2+(x_3-x_4)^2}$",), _compositionality,
+                      ((1, 2, 3, 4),), ("sqrt((x1-x2)^2+(x3-x4)^2)",)),
     )
 }
 
@@ -76,8 +70,7 @@ def custom_task(name: str, inputs: int, formulas: list[Formula]) -> Task:
         return np.stack([f(x) for f in formulas], axis=1)
 
     labels = tuple(f.text.replace("**", "^") for f in formulas)
-    return Task(name, inputs, len(formulas), labels, formula=formula, uses=tuple(f.inputs_used for f in formulas),
-                output_formulas=labels, figures=_prediction_figures)
+    return _formula_task(name, inputs, labels, formula, tuple(f.inputs_used for f in formulas), labels)
 
 
 def make_dataset(

@@ -65,11 +65,17 @@ def _embedding_figures(model, data, task):
 
 
 def modular_addition_task(p: int) -> Task:
-    return Task("modular_addition", 2, p, tuple(str(c) for c in range(p)), loss="cross_entropy", tokens=p,
-                figures=_embedding_figures)
+    def data(task, settings, seed):
+        return modular_addition_data(seed, p, settings.train_fraction)
+
+    return Task("modular_addition", 2, p, tuple(str(c) for c in range(p)), data=data, figures=_embedding_figures,
+                loss="cross_entropy", tokens=p)
 
 
 def permutation_task(n: int = 4) -> Task:
+    def data(task, settings, seed):
+        return permutation_data(seed, n, settings.train_fraction)
+
     labels = tuple("".join(str(k + 1) for k in perm) for perm in permutations(n))
-    return Task(f"permutation_s{n}", 2, len(labels), labels, loss="cross_entropy", tokens=len(labels),
-                figures=_embedding_figures)
+    return Task(f"permutation_s{n}", 2, len(labels), labels, data=data, figures=_embedding_figures,
+                loss="cross_entropy", tokens=len(labels))

@@ -31,7 +31,10 @@ def two_moons_data(seed: int, n_train: int, n_test: int, noise: float) -> Datase
 def two_moons_task() -> Task:
     from bimt.plot import draw_decision_boundary  # drawing needs the model; the task only names it
 
+    def data(task, settings, seed):
+        return two_moons_data(seed, settings.n_train, settings.n_test, settings.noise)
+
     def figures(model, data, task):
         return {"decision_boundary": draw_decision_boundary(model, data)}
 
-    return Task("two_moons", 2, 2, ("class 1", "class 2"), loss="cross_entropy", figures=figures)
+    return Task("two_moons", 2, 2, ("class 1", "class 2"), data=data, figures=figures, loss="cross_entropy")
