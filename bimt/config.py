@@ -20,7 +20,20 @@ from bimt import jit
 from bimt.formula import FormulaError, parse
 from bimt.native import unsupported
 from bimt.schedule import Schedule
-from bimt.tasks import TASKS, Dataset, Task, custom_task, modular_addition_task, permutation_task, two_moons_task
+from bimt.geometry import GEOMETRIES, grid_problem
+from bimt.tasks import (
+    TASKS,
+    DataError,
+    Dataset,
+    Task,
+    custom_task,
+    digits_task,
+    mnist_task,
+    modular_addition_task,
+    permutation_task,
+    two_moons_task,
+)
+from bimt.tasks.images import download_mnist, mnist_counts
 
 
 class ConfigError(ValueError):
@@ -35,7 +48,7 @@ class ConfigError(ValueError):
 class TaskConfig:
     name: str = MISSING
     seed: int = MISSING  # the paper's seed for this task; the top-level `seed` overrides it
-    n_train: int | None = None  # formulas, two_moons: sample counts
+    n_train: int | None = None  # formulas, two_moons, digits, mnist: sample counts
     n_test: int | None = None
     inputs: int | None = None  # custom tasks: number of inputs x1..xn (null: the highest xn used)
     outputs: list[str] | None = None  # custom tasks: one formula per output; null for the paper's tasks
@@ -45,6 +58,9 @@ class TaskConfig:
     data_seed: int | None = None  # the data's own seed (two_moons); null: the run's seed draws data and weights
     p: int | None = None  # modular_addition: the modulus
     train_fraction: float | None = None  # group tasks: share of all pairs that are training data
+    eval_size: int | None = None  # digits, mnist: samples of each split the logged metrics are measured on
+    path: str | None = None  # mnist: the folder of the four IDX files
+    download: bool | None = None  # mnist: fetch the files with torchvision's downloader when missing
 
 
 @dataclass
@@ -58,6 +74,8 @@ class ModelConfig:
     embedding_dim: int | None = MISSING  # tasks with tokens: size of each token's learned embedding
     embedding_cost: bool = MISSING  # l0 * |embedding| is part of the cost
     dtype: str = MISSING  # float32 | float64
+    geometry: str = MISSING  # line | grid: where neurons sit, which sets the wire lengths
+    local_last: bool = MISSING  # the last layer's wire lengths count in the training cost
 
 
 @dataclass
@@ -78,6 +96,7 @@ class RelocateConfig:
     every: int = MISSING
     top_k: int = MISSING
     weight_factor: float = MISSING  # locality weight of the cost that scores candidate swaps
+    inputs: bool = MISSING  # input neurons relocate too
     permute_optimizer_state: bool = MISSING
 
 
@@ -107,6 +126,7 @@ class RunConfig:
     train_type: int = MISSING
     seed: int | None = MISSING
     steps: int = MISSING
+    batch_size: int | None = MISSING  # samples per step; null: the whole training set every step
     log_every: int = MISSING
     snapshot_every: int | None = MISSING  # null: SNAPSHOTS per run, every steps / SNAPSHOTS steps
     checkpoint_every: int | None = MISSING  # null: every 10 relocation intervals
@@ -160,12 +180,19 @@ PAPER_LOW, PAPER_HIGH = -1.0, 1.0  # the paper tasks' input range
 
 
 CLASSIFIERS = ("two_moons", "modular_addition", "permutation_s4")
+IMAGES = ("digits", "mnist")
+DIGITS_SAMPLES = 1797  # scikit-learn's 8x8 digits
 
 
 def resolve_task(config: TaskConfig) -> Task:
     """The paper's task of that name, or a custom task built from `outputs` formulas."""
     if config.name in CLASSIFIERS:
         return _classifier(config)
+    if config.name in IMAGES:
+        return _images(config)
+    for key in ("path", "download", "eval_size"):
+        _require(getattr(config, key) is None, f"task.{key}={getattr(config, key)} applies only to the image tasks "
+                 f"({', '.join(IMAGES)}); leave it unset for {config.name}")
     for key in ("n_train", "n_test", "low", "high", "noise"):
         _require(getattr(config, key) is not None, f"task.{key}=None is not allowed; task {config.name} draws "
                  "its inputs with it (see conf/task/custom.yaml)")
@@ -197,9 +224,43 @@ def resolve_task(config: TaskConfig) -> Task:
     return custom_task(config.name, inputs, formulas)
 
 
+def _images(config: TaskConfig) -> Task:
+    """Digits or MNIST, after checking the settings that apply (and, for MNIST, the files)."""
+    for key in ("inputs", "outputs", "low", "high", "noise", "p", "train_fraction"):
+        _require(getattr(config, key) is None, f"task.{key}={getattr(config, key)} does not apply to the image task "
+                 f"{config.name}; leave it unset")
+    for key in ("n_train", "n_test", "eval_size"):
+        value = getattr(config, key)
+        _require(value is not None and value >= 1, f"task.{key}={value} is not allowed; it must be an integer >= 1")
+    if config.name == "digits":
+        for key in ("path", "download"):
+            _require(getattr(config, key) is None, f"task.{key}={getattr(config, key)} does not apply to digits, "
+                     "which ships with scikit-learn; it is for task=mnist")
+        _require(config.n_train + config.n_test <= DIGITS_SAMPLES,
+                 f"task.n_train={config.n_train} and task.n_test={config.n_test} ask for {config.n_train + config.n_test} "
+                 f"images; digits has {DIGITS_SAMPLES}")
+        return digits_task()
+    _require(config.path is not None, "task.path=None: task=mnist reads MNIST's four IDX files from a folder; "
+             "give it with task.path=<dir>")
+    try:
+        try:
+            available = mnist_counts(config.path)
+        except DataError:
+            if not config.download:
+                raise
+            download_mnist(config.path)
+            available = mnist_counts(config.path)
+    except DataError as error:
+        raise ConfigError(str(error)) from None
+    for key, value, have, split in (("n_train", config.n_train, available[0], "training"),
+                                    ("n_test", config.n_test, available[1], "test")):
+        _require(value <= have, f"task.{key}={value} is more than the {have} {split} images in {config.path}")
+    return mnist_task()
+
+
 def _classifier(config: TaskConfig) -> Task:
     """Two moons or a group task, after checking the settings that apply to it."""
-    for key in ("inputs", "outputs", "low", "high"):
+    for key in ("inputs", "outputs", "low", "high", "eval_size", "path", "download"):
         _require(getattr(config, key) is None, f"task.{key}={getattr(config, key)} does not apply to the "
                  f"classification task {config.name}; leave it unset")
     if config.name == "two_moons":
@@ -328,7 +389,18 @@ def validate(config: RunConfig) -> None:
         config.engine != "native" or config.device != "cuda",
         "engine=native runs on the CPU; with device=cuda use engine=eager",
     )
-    reason = unsupported(spec.tokens > 0, DTYPES[model.dtype], model.mean_cost)
+    _require(model.geometry in GEOMETRIES, f"model.geometry={model.geometry!r} is unknown; allowed: {', '.join(GEOMETRIES)}")
+    if model.geometry == "grid":
+        problem = grid_problem(tuple(model_shape(config, spec)))
+        _require(problem is None, f"model.geometry=grid lays layers out as squares, but {problem}; change "
+                 f"model.hidden={list(model.hidden)} or use model.geometry=line")
+        _require(model.in_fold == 1 and model.out_fold == 1, f"model.in_fold={model.in_fold} and model.out_fold="
+                 f"{model.out_fold}: folds exist only on the line geometry; with model.geometry=grid both must be 1")
+    training = training_samples(config, spec)
+    _require(config.batch_size is None or 1 <= config.batch_size <= training,
+             f"batch_size={config.batch_size} is not allowed; it must be between 1 and the {training} training samples "
+             f"of {task.name} (or null: the whole training set every step)")
+    reason = unsupported(spec.tokens > 0, DTYPES[model.dtype], model.mean_cost, spec.loss, config.batch_size is not None)
     _require(config.engine != "native" or reason is None,
              f"engine=native cannot run task {task.name}: {reason}; use engine=eager")
     _require(
@@ -350,15 +422,22 @@ def sample_count(config: RunConfig, task: Task) -> int:
     return task.tokens**2 if task.tokens else max(config.task.n_train, config.task.n_test)
 
 
+def training_samples(config: RunConfig, task: Task) -> int:
+    """The size of the training set (for a task with tokens: its share of all pairs)."""
+    return int(task.tokens**2 * config.task.train_fraction) if task.tokens else config.task.n_train
+
+
 def memory_needed(config: RunConfig, task: Task, replicas: int = 1) -> int:
     """Bytes a run needs, roughly: parameter-sized tensors (parameters, gradient, two Adam moments,
     two penalty tables, prices, wire lengths: 8 copies of 4 bytes), activations kept for the backward
-    pass, and relocation's float64 placement matrix of the widest layer."""
+    pass (of a minibatch, where there are minibatches; the whole evaluation otherwise), relocation's
+    float64 placement matrix of the widest layer, and the data itself."""
     widths = model_shape(config, task)
     parameters = sum(n_in * n_out + n_out for n_in, n_out in zip(widths[:-1], widths[1:]))
     samples = sample_count(config, task)
+    data = 4 * widths[0] * (config.task.n_train + config.task.n_test) if task.name in IMAGES else 0
     per_replica = 4 * (8 * parameters + 4 * samples * sum(widths)) + 8 * max(widths) ** 2
-    return replicas * per_replica
+    return replicas * per_replica + data
 
 
 def machine_memory(device: str) -> int:

@@ -77,45 +77,66 @@ class EagerEngine:
         self.embedded = model.embedding_shape is not None
         if self.embedded:
             self.table_grad = model.embedding_view(self.flat_grad)
-            tokens = data.train_x  # (R, n, operands): each replica's rows of the flattened table, per operand
-            offsets = torch.arange(model.replicas, device=tokens.device)[:, None] * model.embedding_shape[0]
-            self.rows = [(offsets + tokens[:, :, fold]).reshape(-1) for fold in range(tokens.shape[2])]
+            self.rows = self.embedding_rows(data.train_x)
+        self.samples = torch.arange(model.replicas, device=data.train_x.device)[:, None]
         self.penalties: dict[bool, torch.Tensor] = {}
         self.relocated()
 
+    def embedding_rows(self, tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Per operand, the rows of the flattened (R * tokens, dim) embedding table that the token
+        ids (R, n, operands) look up."""
+        offsets = torch.arange(self.model.replicas, device=tokens.device)[:, None] * self.model.embedding_shape[0]
+        return [(offsets + tokens[:, :, fold]).reshape(-1) for fold in range(tokens.shape[2])]
+
     def relocated(self) -> None:
         """Re-read the permutations: inputs in position order (embedded ones: where each input position's
-        gradient goes back to), where each output feature is computed."""
+        gradient goes back to), where each output feature is computed. Training on the full set,
+        the inputs are rearranged here, once; minibatches are rearranged as they are drawn."""
         model, data = self.model, self.data
         if self.embedded:
-            index = model.to_positions(torch.arange(model.shape[0], device=data.train_x.device).expand(model.replicas, 1, -1))
-            self.feature_of_position = index.expand(-1, data.train_x.shape[1], -1)
-        else:
+            self.feature_of_position = model.to_positions(
+                torch.arange(model.shape[0], device=data.train_x.device).expand(model.replicas, 1, -1))
+        elif data.batches is None:
             self.train_x = model.to_positions(data.train_x)
-        self.order = model.output_order()[:, None, :].expand(-1, data.train_x.shape[1], -1)
-        self.feature = model.out_perm[:, None, :].expand(-1, data.train_x.shape[1], -1)
+        self.order = model.output_order()[:, None, :]
+        self.feature = model.out_perm[:, None, :]
+
+    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step `step`'s first-layer inputs in position order (R, n, in) and its targets."""
+        data, model = self.data, self.model
+        if data.batches is None:
+            x, y = (data.train_x if self.embedded else self.train_x), data.train_y
+        else:
+            index = data.batches.indices(step).to(data.train_x.device)
+            x, y = data.train_x[self.samples, index], data.train_y[self.samples, index]
+            if self.embedded:
+                self.rows = self.embedding_rows(x)
+            else:
+                x = model.to_positions(x)
+        return (model.to_positions(model.features(x)) if self.embedded else x), y
 
     def set_lambda(self, lam: torch.Tensor) -> None:
         """Per-replica lambda (R,); when every replica's is 0 the cost adds no gradient at all."""
         self.penalties = {} if bool((lam == 0).all()) else connection_penalties(self.model, self.prices, lam)
 
     @torch.no_grad()
-    def run(self, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
-        """Up to `count` steps: the number done, and each step's training loss, (steps, R). Fewer than
-        `count` done means the next step's loss (the last row) was not finite; that step is not applied."""
+    def run(self, step: int, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
+        """Up to `count` steps from step `step` on: the number done, and each step's training loss,
+        (steps, R). Fewer than `count` done means the next step's loss (the last row) was not
+        finite; that step is not applied."""
         losses = []
         for done in range(count):
-            losses.append(self.train_loss())
+            losses.append(self.train_loss(step + done))
             if not torch.isfinite(losses[-1]).all():
                 return done, torch.stack(losses)
             self.update(penalize_bias)
         return count, torch.stack(losses)
 
-    def train_loss(self) -> torch.Tensor:
-        """This step's forward pass on the training set, shape (R,); keeps what the backward needs:
-        each layer's input and pre-activation, and what the loss kept."""
+    def train_loss(self, step: int) -> torch.Tensor:
+        """Step `step`'s forward pass on its training samples, shape (R,); keeps what the backward
+        needs: each layer's input and pre-activation, and what the loss kept."""
         model = self.model
-        x = model.to_positions(model.features(self.data.train_x)) if self.embedded else self.train_x
+        x, y = self.batch(step)
         self.inputs, self.pre_activations = [], []
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             self.inputs.append(x)
@@ -123,7 +144,7 @@ class EagerEngine:
             if i < model.depth - 1:
                 self.pre_activations.append(x)
                 x = F.silu(x)
-        losses, self.saved = self.loss.forward(torch.gather(x, 2, self.order), self.data.train_y)
+        losses, self.saved = self.loss.forward(torch.gather(x, 2, self.order.expand(-1, x.shape[1], -1)), y)
         return losses
 
     def test_metrics(self) -> dict[str, torch.Tensor]:
@@ -131,7 +152,8 @@ class EagerEngine:
 
     def update(self, penalize_bias: bool) -> None:
         """Gradients of the last `train_loss` plus lambda * cost, then one optimizer step."""
-        grad = torch.gather(self.loss.backward(self.saved), 2, self.feature)
+        grad = self.loss.backward(self.saved)
+        grad = torch.gather(grad, 2, self.feature.expand(-1, grad.shape[1], -1))
         for i in reversed(range(self.model.depth)):
             self.weight_grads[i].copy_(weight_gradient(grad, self.inputs[i]))
             self.bias_grads[i].copy_(grad.sum(dim=1))
@@ -153,7 +175,7 @@ class EagerEngine:
         accumulated sample by sample into a table of zeros, and the tables are added to the cost's
         gradient, the last operand's first."""
         dim = self.model.embedding_shape[1]
-        features = torch.zeros_like(grad).scatter_(2, self.feature_of_position, grad)
+        features = torch.zeros_like(grad).scatter_(2, self.feature_of_position.expand(-1, grad.shape[1], -1), grad)
         for fold in reversed(range(len(self.rows))):
             part = torch.zeros_like(self.table_grad).view(-1, dim)
             part.index_put_((self.rows[fold],), features[:, :, fold * dim : (fold + 1) * dim].reshape(-1, dim),

@@ -1,10 +1,11 @@
 """The training losses, per replica, with the gradients that autograd computes for them.
 
-A task names its loss: `mse` (the formulas of Section 3.1) or `cross_entropy` (the classifiers of
-Sections 3.2-3.3). Each loss gives its value per replica and, from what its forward pass kept, the
+A task names its loss: `mse` (the formulas of Section 3.1), `cross_entropy` (the classifiers of
+Sections 3.2-3.3) or `one_hot_mse` (MNIST, Section 3.5: a classifier trained by the squared error
+to one-hot targets). Each loss gives its value per replica and, from what its forward pass kept, the
 gradient with respect to the network's outputs, computed with the very kernels autograd runs for
-the notebooks' `torch.mean((pred - y) ** 2)` and `nn.CrossEntropyLoss()`: one replica's numbers are
-then bit for bit the notebooks'. Outputs are (R, n, out) in feature order; targets are (R, n, out)
+the notebooks' `torch.mean((pred - y) ** 2)`, `nn.CrossEntropyLoss()` and `nn.MSELoss()`: one
+replica's numbers are then bit for bit the notebooks'. Outputs are (R, n, out) in feature order; targets are (R, n, out)
 values or (R, n) class ids.
 """
 
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
 
 
 class Loss(Protocol):
+    name: str  # as tasks and configs name it
     classifies: bool  # targets are class ids, and accuracy is a metric
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, Any]:
@@ -32,6 +34,7 @@ class Loss(Protocol):
 
 
 class MeanSquaredError:
+    name = "mse"
     classifies = False
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -51,6 +54,7 @@ def _mean_scale(count: int, dtype: torch.dtype, device: torch.device) -> torch.T
 class CrossEntropy:
     """Mean cross-entropy over the samples: log_softmax, then the negative log-likelihood."""
 
+    name = "cross_entropy"
     classifies = True
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -65,7 +69,26 @@ class CrossEntropy:
         return torch.ops.aten._log_softmax_backward_data(grad, log_p, 2, log_p.dtype)
 
 
-LOSSES: dict[str, Loss] = {"mse": MeanSquaredError(), "cross_entropy": CrossEntropy()}
+class OneHotMeanSquaredError:
+    """`nn.MSELoss()` between the outputs and the one-hot rows of the target classes: the mean over
+    samples and outputs, with `mse_loss` and its own backward kernel, one replica at a time."""
+
+    name = "one_hot_mse"
+    classifies = True
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        one_hot = F.one_hot(target, output.shape[2]).to(output.dtype)
+        losses = torch.stack([F.mse_loss(output[r], one_hot[r]) for r in range(len(output))])
+        return losses, (output, one_hot)
+
+    def backward(self, saved: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        output, one_hot = saved
+        seed = torch.ones((), dtype=output.dtype, device=output.device)  # d total / d loss, as backward() seeds it
+        mean = 1  # torch's Reduction::Mean
+        return torch.stack([torch.ops.aten.mse_loss_backward(seed, output[r], one_hot[r], mean) for r in range(len(output))])
+
+
+LOSSES: dict[str, Loss] = {loss.name: loss for loss in (MeanSquaredError(), CrossEntropy(), OneHotMeanSquaredError())}
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -102,7 +125,8 @@ def final_losses(model: BioMLP, data: Dataset, loss: Loss, prefix: str = "") -> 
 
 def logged_metrics(model: BioMLP, data: Dataset, loss: Loss) -> dict[str, torch.Tensor]:
     """What a log line shows besides the training loss: `loss/test`, and for a classifier
-    `acc/test` and `acc/train`."""
+    `acc/test` and `acc/train`, on the data's evaluation subset."""
+    data = data.evaluation_subset()
     test = measure(model, data.test_x, data.test_y, loss)
     if not loss.classifies:
         return {"loss/test": test["loss"]}

@@ -1,8 +1,9 @@
-"""BioMLP: an MLP whose neurons sit at 1-D coordinates, batched over a leading replica axis.
+"""BioMLP: an MLP whose neurons sit at coordinates in space, batched over a leading replica axis.
 
 Weights have shape (R, out, in) and biases (R, out), so R independent networks (different seeds or
 train types) train in lockstep; a single run is R = 1. Neuron layer 0 is the input, layer L the
-output; linear layer l maps neuron layer l to l + 1.
+output; linear layer l maps neuron layer l to l + 1. Where neurons sit is the model's `geometry`
+(`bimt.geometry`: on a line, or on 2-D grids with the outputs on a ring).
 
 A model may embed tokens: with `embedding=(tokens, dim)` its inputs are token ids, one per input
 fold, and each is looked up in a learned (tokens, dim) table; the lookups, concatenated, feed the
@@ -18,23 +19,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def neuron_coordinates(n: int, fold: int = 1) -> torch.Tensor:
-    """Evenly spaced positions in (0, 1) for n neurons, repeated `fold` times (as the paper places them)."""
-    per_fold = n // fold
-    grid = np.linspace(1 / (2 * per_fold), 1 - 1 / (2 * per_fold), num=per_fold)
-    return torch.tensor(np.tile(grid, fold), dtype=torch.float32)
+from bimt.geometry import layer_coordinates, wire_lengths
 
 
 class BioMLP(nn.Module):
     """A SiLU MLP with neuron coordinates, input/output permutations and R replicas.
 
-    `l0`, `mean_cost` and `embedding_cost` say how `bimt.cost` prices it (the notebooks differ).
+    `l0`, `mean_cost` and `embedding_cost` say how `bimt.cost` prices it (the notebooks differ);
+    `geometry` ("line" or "grid") where its neurons sit, which sets the wire lengths.
 
     `seeds` gives each replica's initial weights: `torch.manual_seed(seed)` followed by the default
     initialisation of `nn.Linear` layers created first layer first, the reference notebook's order.
@@ -51,6 +47,7 @@ class BioMLP(nn.Module):
         dtype: torch.dtype = torch.float32,
         mean_cost: bool = False,
         embedding_cost: bool = True,
+        geometry: str = "line",
     ) -> None:
         super().__init__()
         self.mean_cost = mean_cost  # each layer's cost averaged over its entries instead of summed
@@ -59,20 +56,24 @@ class BioMLP(nn.Module):
         self.in_fold = in_fold
         self.out_fold = out_fold
         self.l0 = l0
+        self.geometry = geometry
         self.embedding_shape = None if embedding is None else (int(embedding[0]), int(embedding[1]))
         per_replica = [_default_init(self.shape, seed, self.embedding_shape, dtype) for seed in seeds]
         self.params = nn.Parameter(torch.stack([torch.cat([part.flatten() for part in parts]) for parts in per_replica]))
         replicas = len(seeds)
         self.register_buffer("in_perm", torch.arange(self.n_input_positions).repeat(replicas, 1))
         self.register_buffer("out_perm", torch.arange(self.shape[-1]).repeat(replicas, 1))
+        if geometry != "line" and (in_fold, out_fold) != (1, 1):
+            raise ValueError(f"folds (in_fold={in_fold}, out_fold={out_fold}) are for the line geometry only")
         for i in range(self.depth):
-            in_fold_i = in_fold if i == 0 else 1
-            out_fold_i = out_fold if i == self.depth - 1 else 1
-            distance = (
-                neuron_coordinates(self.shape[i + 1], out_fold_i)[:, None]
-                - neuron_coordinates(self.shape[i], in_fold_i)[None, :]
-            ).abs()
+            distance = wire_lengths(self.coordinates(i + 1), self.coordinates(i))
             self.register_buffer(f"distance_{i}", distance, persistent=False)  # rebuilt from the shape, never saved
+
+    def coordinates(self, layer: int) -> torch.Tensor:
+        """Where the positions of neuron layer `layer` sit: (n,) on a line (input folds repeat the
+        positions), (n, 2) on grids."""
+        fold = self.in_fold if layer == 0 else self.out_fold if layer == self.depth else 1
+        return layer_coordinates(self.geometry, self.shape, layer, fold)
 
     def layer_views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Weights (R, out, in) and biases (R, out) of every layer, as views into a flat (R, P) tensor.

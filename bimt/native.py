@@ -254,7 +254,8 @@ class NativeEngine:
     """The engine interface of `bimt.engine.EagerEngine`, running stretches of steps natively."""
 
     def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss):
-        reason = unsupported(model.embedding is not None, model.params.dtype, model.mean_cost)
+        reason = unsupported(model.embedding is not None, model.params.dtype, model.mean_cost, loss.name,
+                             data.batches is not None)
         if reason:
             raise RuntimeError(f"engine=native cannot run this model: {reason}; use engine=eager")
         self.loss = loss
@@ -285,9 +286,10 @@ class NativeEngine:
         penalties = connection_penalties(self.model, self.prices, lam)
         self.penalties = {key: penalty.numpy() for key, penalty in penalties.items()}
 
-    def run(self, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
-        """Up to `count` steps: the number done, and each step's training loss, (steps, R). Fewer than
-        `count` done means the next step's loss (the last row) was not finite; that step is not applied."""
+    def run(self, step: int, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
+        """Up to `count` steps (every step sees the whole training set, whatever `step`): the number
+        done, and each step's training loss, (steps, R). Fewer than `count` done means the next
+        step's loss (the last row) was not finite; that step is not applied."""
         optimizer = self.optimizer
         losses = np.empty((count, self.params.shape[0]), dtype=np.float32)
         done = _train_steps(self.params, self.grad, optimizer.exp_avg.numpy(), optimizer.exp_avg_sq.numpy(),
@@ -308,9 +310,18 @@ class NativeEngine:
         return {**metrics, "loss/test": torch.from_numpy(losses)}
 
 
-def unsupported(embedded: bool, dtype: torch.dtype, mean_cost: bool) -> str | None:
+NATIVE_LOSSES = ("mse", "cross_entropy")
+
+
+def unsupported(embedded: bool, dtype: torch.dtype, mean_cost: bool, loss: str = "mse",
+                minibatches: bool = False) -> str | None:
     """Why the native engine cannot train a model (None when it can): its loops are written for
-    float32 MSE or cross-entropy on numeric inputs, with summed costs."""
+    float32 MSE or cross-entropy on numeric inputs, with summed costs, on the whole training set
+    every step. The geometry does not matter: it only sets the prices, computed outside the loops."""
+    if loss not in NATIVE_LOSSES:
+        return f"its loops compute {' and '.join(NATIVE_LOSSES)}, not {loss}"
+    if minibatches:
+        return "its loops train on the whole training set every step, not on minibatches"
     if embedded:
         return "its loops take numeric inputs, not learned token embeddings"
     if dtype != torch.float32:

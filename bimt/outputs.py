@@ -30,7 +30,7 @@ from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
 from bimt.model import BioMLP
 from bimt.optim import AdamW
-from bimt.plot import NetworkPicture, figure_to_array
+from bimt.plot import figure_to_array, network_picture
 from bimt.tasks import Task
 
 
@@ -58,7 +58,7 @@ class RunLogger:
         for run_dir in self.run_dirs:
             with events_of(run_dir):
                 self.writers.append(SummaryWriter(log_dir=str(run_dir), purge_step=purge_step))
-        self.picture: NetworkPicture | None = None  # built at the first drawing, then redrawn in place
+        self.picture = None  # built at the first drawing, then redrawn in place
 
     def scalars(self, step: int, values: dict[str, torch.Tensor]) -> None:
         columns = {tag: value.tolist() for tag, value in values.items()}
@@ -79,7 +79,7 @@ class RunLogger:
         One figure serves all replicas: render it before the next call redraws it."""
         if self.picture is None:
             inputs = None if self.task.tokens else self.task.input_labels  # embedded: dimensions 1, 2, ...
-            self.picture = NetworkPicture(model, inputs, self.task.output_labels)
+            self.picture = network_picture(model, inputs, self.task.output_labels)
         return self.picture.update(model, replica, self.titles[replica])
 
     def checkpoint(self, steps_done: int, model: BioMLP, optimizer: AdamW) -> None:

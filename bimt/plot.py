@@ -1,6 +1,7 @@
 """Pictures of a network and of its predictions. Functions take data and return matplotlib figures.
 
-The network drawing follows the paper's: neurons at their coordinates, one row per neuron layer,
+The network drawing follows the paper's: neurons at their coordinates, one row per neuron layer
+(networks on 2-D grids are drawn by `bimt.grid_plot`),
 line width proportional to |w| (normalised per layer), blue for positive and red for negative
 weights, inputs and outputs labelled by the feature that currently sits at each position. Each
 layer's connections are one `LineCollection`, so a drawing takes milliseconds, not seconds.
@@ -10,6 +11,7 @@ Figures are built without pyplot: no global figure registry to leak from, no GUI
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -18,8 +20,11 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import EllipseCollection, LineCollection
 from matplotlib.figure import Figure
 
-from bimt.model import BioMLP, neuron_coordinates
+from bimt.model import BioMLP
 from bimt.tasks.base import Dataset, Task
+
+if TYPE_CHECKING:
+    from bimt.grid_plot import GridNetworkPicture
 
 LAYER_GAP = 0.1  # vertical distance between neuron layers in the drawing
 INVISIBLE_WIDTH = 0.01  # points: thinner wires cover under 1% of a pixel, and are not drawn at all
@@ -30,7 +35,7 @@ def _neuron_positions(model: BioMLP, layer: int) -> tuple[np.ndarray, np.ndarray
     """x and y of every neuron slot of neuron layer `layer` (input folds drawn as stacked rows)."""
     n = model.shape[layer]
     fold = model.in_fold if layer == 0 else model.out_fold if layer == model.depth else 1
-    x = neuron_coordinates(n, fold).numpy()
+    x = model.coordinates(layer).numpy()
     y = np.full(n, LAYER_GAP * layer)
     if fold > 1:
         y = y + 0.02 * np.repeat(np.arange(fold), n // fold) - 0.01
@@ -109,6 +114,21 @@ class NetworkPicture:
         return self.figure
 
 
+def network_picture(
+    model: BioMLP,
+    input_labels: Sequence[str] | None = None,
+    output_labels: Sequence[str] | None = None,
+    ax: Axes | None = None,
+) -> NetworkPicture | GridNetworkPicture:
+    """The picture for the model's geometry: neuron rows (`line`) or stacked grids (`grid`, which
+    labels its outputs only: its inputs are pixels, drawn where they sit)."""
+    if model.geometry == "grid":
+        from bimt.grid_plot import GridNetworkPicture
+
+        return GridNetworkPicture(model, output_labels, ax)
+    return NetworkPicture(model, input_labels, output_labels, ax)
+
+
 def draw_network(
     model: BioMLP,
     replica: int = 0,
@@ -119,7 +139,7 @@ def draw_network(
 ) -> Figure:
     """Draw replica `replica` of the model (on `ax`, or on a figure of its own); labels are indexed
     by input / output feature."""
-    return NetworkPicture(model, input_labels, output_labels, ax).update(model, replica, title)
+    return network_picture(model, input_labels, output_labels, ax).update(model, replica, title)
 
 
 def draw_predictions(true: torch.Tensor, predicted: torch.Tensor, title: str) -> Figure:

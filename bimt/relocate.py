@@ -12,6 +12,9 @@ train type (the reference's behaviour). The cost change of every candidate is co
 form, for all replicas at once; near-ties are settled by `candidate_costs`, which sums each
 candidate's full cost exactly as the literal swap-recompute-unswap search does, so the choice is
 always the literal search's (tests/reference.py holds that search as the oracle).
+
+With `inputs=False` the input neurons stay where they are (the MNIST notebook keeps each pixel at its
+place in the image); the other layers relocate as before.
 """
 
 from __future__ import annotations
@@ -186,8 +189,10 @@ def relocate(
     enabled: torch.Tensor | None = None,
     optimizer: AdamW | None = None,
     weight_factor: float = 1.0,
+    inputs: bool = True,
 ) -> None:
-    """Relocate the top_k most connected neurons of every layer, in replicas where `enabled` (R,) is true.
+    """Relocate the top_k most connected neurons of every layer (the input layer only with `inputs`),
+    in replicas where `enabled` (R,) is true.
 
     Each candidate swap is scored by its exact cost change, from `placement_costs`, all candidates
     at once. When the best two candidates of a replica are closer than rounding of the literal
@@ -201,16 +206,16 @@ def relocate(
     if model.params.device.type != "cpu":
         host = copy.deepcopy(model).cpu()
         host_moments = [moment.cpu() for moment in moments]
-        _relocate(host, top_k, None if enabled is None else enabled.cpu(), host_moments, weight_factor)
+        _relocate(host, top_k, None if enabled is None else enabled.cpu(), host_moments, weight_factor, inputs)
         model.load_state_dict(host.state_dict())
         for moment, host_moment in zip(moments, host_moments):
             moment.copy_(host_moment)
         return
-    _relocate(model, top_k, enabled, moments, weight_factor)
+    _relocate(model, top_k, enabled, moments, weight_factor, inputs)
 
 
 def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: list[torch.Tensor],
-              weight_factor: float) -> None:
+              weight_factor: float, inputs: bool) -> None:
     keep = np.zeros(model.replicas, dtype=np.bool_) if enabled is None else ~enabled.numpy()
     weights, biases = model.layer_views(model.params.detach())
     prices = [wire_factor(model, i, weight_factor) for i in range(model.depth)]
@@ -218,7 +223,7 @@ def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: 
     prices64 = [price.double().numpy() / (price.numel() if model.mean_cost else 1) for price in prices]
     embedding = embedding_term(model)
     terms = [None] * model.depth  # each layer's cost, computed when a near-tie first needs it
-    for layer in range(model.depth + 1):
+    for layer in range(0 if inputs else 1, model.depth + 1):
         n = positions(model, layer)
         top = torch.flip(torch.argsort(importance(model, layer, weights), dim=1), [1])[:, :top_k].contiguous().numpy()
         placement = placement_costs(model, weights, prices64, layer)

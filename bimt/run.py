@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ import torch
 from omegaconf import OmegaConf
 
 from bimt.analysis import modularity_metrics, modularity_scalars
+from bimt.batches import Minibatches
 from bimt.config import (
     DTYPES,
     ConfigError,
@@ -69,6 +70,8 @@ def build_settings(config: RunConfig) -> TrainSettings:
         relocate_every=config.relocate.every,
         top_k=config.relocate.top_k,
         relocate_weight_factor=config.relocate.weight_factor,
+        relocate_inputs=config.relocate.inputs,
+        local_last=config.model.local_last,
         permute_optimizer_state=config.relocate.permute_optimizer_state,
         log_every=config.log_every,
         snapshot_every=config.snapshot_interval,
@@ -83,7 +86,7 @@ def build_model(config: RunConfig, task: Task, seeds: Sequence[int]) -> BioMLP:
     m = config.model
     embedding = (task.tokens, m.embedding_dim) if task.tokens else None
     return BioMLP(model_shape(config, task), seeds, m.in_fold, m.out_fold, m.l0, embedding, DTYPES[m.dtype],
-                  m.mean_cost, m.embedding_cost)
+                  m.mean_cost, m.embedding_cost, m.geometry)
 
 
 def replica_settings(configs: list[RunConfig], device: torch.device) -> ReplicaSettings:
@@ -100,6 +103,25 @@ def stack_datasets(datasets: list[Dataset], device: torch.device) -> Dataset:
     """Stack per-replica datasets into (R, n, d) tensors."""
     return Dataset(*(torch.stack(parts).to(device) for parts in zip(*(
         (d.train_x, d.train_y, d.test_x, d.test_y) for d in datasets))))
+
+
+def group_data(config: RunConfig, task: Task, seeds: Sequence[int], device: torch.device) -> Dataset:
+    """Every replica's data, stacked into (R, n, d) tensors, with each replica's minibatch order.
+
+    Replicas that share a data seed share their data: it is drawn (or read) once, and where all of
+    them share it, the stack is a view that repeats it (MNIST is not copied per replica)."""
+    drawn: dict[int, Dataset] = {}
+    for seed in seeds:
+        key = seed if config.task.data_seed is None else config.task.data_seed
+        if key not in drawn:
+            drawn[key] = task_data(config.task, task, seed)
+    datasets = [drawn[seed if config.task.data_seed is None else config.task.data_seed] for seed in seeds]
+    if len(drawn) == 1:
+        stacked = stack_datasets(datasets[:1], device).expand(len(seeds))
+    else:
+        stacked = stack_datasets(datasets, device)
+    batches = None if config.batch_size is None else Minibatches(stacked.train_x.shape[1], config.batch_size, seeds)
+    return replace(stacked, batches=batches, eval_size=datasets[0].eval_size)
 
 
 def resume_command(run_dir: Path) -> str:
@@ -242,7 +264,7 @@ def _run_group(configs: list[RunConfig], run_dirs: list[Path]) -> list[dict[str,
     task = resolve_task(first.task)
     check_memory(first, task, len(configs))
     seeds = [config.run_seed for config in configs]
-    data = stack_datasets([task_data(first.task, task, seed) for seed in seeds], device)
+    data = group_data(first, task, seeds, device)
     model = build_model(first, task, seeds).to(device)
     settings = build_settings(first)
     optimizer = make_optimizer(model, settings)

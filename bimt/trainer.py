@@ -50,6 +50,8 @@ class TrainSettings:
     relocate_every: int = 200
     top_k: int = 5
     relocate_weight_factor: float = 1.0  # locality weight of the cost that scores candidate swaps
+    relocate_inputs: bool = True  # input neurons move too (MNIST's pixels stay in place)
+    local_last: bool = True  # the last layer's wires cost their length in the loss (the notebooks' no_penalize_last)
     permute_optimizer_state: bool = False
     log_every: int = 200
     snapshot_every: int = 0  # 0: no snapshots during training
@@ -73,8 +75,8 @@ class Engine(Protocol):
     def set_lambda(self, lam: torch.Tensor) -> None:
         """lambda of every replica, (R,), from the next step on."""
 
-    def run(self, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
-        """Up to `count` steps: the number done, and each step's training loss (steps, R)."""
+    def run(self, step: int, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
+        """Up to `count` steps from step `step` on: the number done, and each step's training loss (steps, R)."""
 
     def relocated(self) -> None:
         """The model's neurons have moved: re-read its permutations."""
@@ -183,7 +185,7 @@ def train(
     relocation_optimizer = optimizer if settings.permute_optimizer_state else None
     calendar = Calendar(settings.steps, settings.log_every, settings.relocate_every if bool(replicas.swap.any()) else 0,
                         settings.snapshot_every, settings.checkpoint_every, tuple(schedule.changes(settings.steps)))
-    prices = [wire_factor(model, i, replicas.locality) for i in range(model.depth)]
+    prices = training_prices(model, replicas.locality, settings.local_last)
     engine = make_engine(settings.engine, model, data, prices, optimizer, LOSSES[settings.loss])
     lam_value = None
     step = start_step
@@ -201,7 +203,7 @@ def train(
             end = calendar.next_stop(step)
             if calendar.logs(step):  # measured before this step's update, as the step's training loss is
                 cost, measured = priced_cost(model, prices, penalize_bias), engine.test_metrics()
-            done, losses = engine.run(end - step, penalize_bias)
+            done, losses = engine.run(step, end - step, penalize_bias)
             if calendar.logs(step) and done:
                 logger.scalars(step, {"loss/train": losses[0], **measured, "loss/total": losses[0] + lam * cost,
                                       "cost/connection": cost, "lambda": lam})
@@ -210,7 +212,8 @@ def train(
                 return TrainResult(optimizer, step + done, "diverged", ~torch.isfinite(losses[-1]))
             step = end
             if calendar.relocates(step):
-                relocate(model, settings.top_k, replicas.swap, relocation_optimizer, settings.relocate_weight_factor)
+                relocate(model, settings.top_k, replicas.swap, relocation_optimizer, settings.relocate_weight_factor,
+                         settings.relocate_inputs)
                 engine.relocated()
             if calendar.snapshots(step):
                 logger.snapshot(step - 1, model)
@@ -219,6 +222,14 @@ def train(
             if should_stop() and step < settings.steps:
                 return TrainResult(optimizer, step, "interrupted")
     return TrainResult(optimizer, settings.steps, "completed")
+
+
+def training_prices(model: BioMLP, locality: torch.Tensor, local_last: bool = True) -> list[torch.Tensor]:
+    """Each layer's per-weight price in the loss's cost, (R, out, in); without `local_last` the last
+    layer's wires cost l0 whatever their length (the MNIST notebook's `no_penalize_last=True`)."""
+    last = model.depth - 1
+    return [wire_factor(model, i, locality if (i < last or local_last) else torch.zeros_like(locality))
+            for i in range(model.depth)]
 
 
 def make_engine(name: str, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW,

@@ -12,6 +12,9 @@ It prints ms/step of a full run (training and relocation, logging at the default
 network snapshot (drawing, PNG encoding, TensorBoard write) and the peak memory of a single
 `train.py` run. For the classifiers of Sections 3.2-3.3 (two moons, modular addition, S4) it times
 the notebook's own loop (tests/reference.py) against each engine that can run them, with the ratio.
+For Section 3.5 it times the MNIST notebook's loop (784-100-100-10 on grids, batches of 100,
+relocation every 500 steps) against `task=mnist` on random images of MNIST's shape, single and with
+K seeds batched (--grid-batched).
 `--json PATH` also writes the figures as JSON.
 
     python scripts/bench.py --steps 2000 --repeats 20 --run-repeats 3 --threads 1
@@ -41,10 +44,19 @@ from bimt.config import DTYPES, load_config, resolve_task, task_data  # noqa: E4
 from bimt.memory import keep_freed_memory  # noqa: E402
 from bimt.native import unsupported  # noqa: E402
 from bimt.outputs import RunLogger  # noqa: E402
-from bimt.run import build_model, build_settings, replica_settings, stack_datasets  # noqa: E402
+from bimt.run import build_model, build_settings, group_data, replica_settings, stack_datasets  # noqa: E402
 from bimt.tasks import TASKS  # noqa: E402
 
-from reference import PAPER, literal_classifier_train, literal_copy, literal_model, literal_train, notebook  # noqa: E402
+from reference import (  # noqa: E402
+    PAPER,
+    LiteralGridMLP,
+    literal_classifier_train,
+    literal_copy,
+    literal_grid_train,
+    literal_model,
+    literal_train,
+    notebook,
+)
 
 FULL_BIMT = ReplicaSettings(torch.tensor([True]), torch.tensor([1.0]), torch.tensor([True]))
 
@@ -119,7 +131,7 @@ def bench_classifier(name: str, steps: int, run_repeats: int) -> dict[str, Any]:
 
     results["literal_ms_per_step"] = median_ms(literal_run, run_repeats) / steps
     for engine in ENGINES:
-        reason = unsupported(task.tokens > 0, DTYPES[config.model.dtype], config.model.mean_cost)
+        reason = unsupported(task.tokens > 0, DTYPES[config.model.dtype], config.model.mean_cost, task.loss)
         if engine == "native" and reason:
             results["native_unsupported"] = reason
             continue
@@ -133,6 +145,57 @@ def bench_classifier(name: str, steps: int, run_repeats: int) -> dict[str, Any]:
         project_run()
         results[f"{engine}_ms_per_step"] = median_ms(project_run, run_repeats) / steps
         results[f"{engine}_step_speedup"] = results["literal_ms_per_step"] / results[f"{engine}_ms_per_step"]
+    return results
+
+
+def write_random_mnist(folder: Path, n_train: int, n_test: int) -> None:
+    """IDX files of MNIST's format holding random images and labels: the shapes, not the digits."""
+    generator = torch.Generator().manual_seed(0)
+    for prefix, count in (("train", n_train), ("t10k", n_test)):
+        for kind, shape in (("images-idx3", (count, 28, 28)), ("labels-idx1", (count,))):
+            values = torch.randint(0, 256 if kind.startswith("images") else 10, shape, generator=generator, dtype=torch.uint8)
+            header = bytes([0, 0, 0x08, len(shape)]) + b"".join(d.to_bytes(4, "big") for d in shape)
+            (folder / f"{prefix}-{kind}-ubyte").write_bytes(header + values.numpy().tobytes())
+
+
+def bench_grid(steps: int, run_repeats: int, sizes: list[int]) -> dict[str, Any]:
+    """ms per step of a full run of Section 3.5's network (`task=mnist`'s config on random images of
+    MNIST's shape): the notebook's loop (`reference.literal_grid_train`: autograd, its cost on every
+    step, relocation by swap-recompute-unswap over all 784 inputs and both hidden layers) against the
+    eager engine, one seed, then K seeds batched (ms per replica-step)."""
+    results: dict[str, Any] = {}
+    cpu = torch.device("cpu")
+    with tempfile.TemporaryDirectory() as folder:
+        write_random_mnist(Path(folder), 6000, 2000)
+        config = compose_config(["task=mnist", f"task.path={folder}", "task.n_train=6000", "task.n_test=2000",
+                                 f"steps={steps}"])
+        task = resolve_task(config.task)
+        single = group_data(config, task, [config.run_seed], cpu)
+        results["native_unsupported"] = unsupported(False, torch.float32, True, task.loss, True)
+
+        def literal_run():
+            torch.manual_seed(config.run_seed)
+            model = LiteralGridMLP([784, 100, 100, 10])
+            data = type("Data", (), {"train_x": single.train_x[0], "train_y": single.train_y[0],
+                                     "test_x": single.test_x[0], "test_y": single.test_y[0]})
+            batches = [single.batches.indices(step)[0] for step in range(steps)]
+            literal_grid_train(model, data, batches, steps, config.log_every, config.task.eval_size)
+
+        results["literal_ms_per_step"] = median_ms(literal_run, run_repeats) / steps
+        for replicas in sizes:
+            seeds = list(range(config.run_seed, config.run_seed + replicas))
+            configs = [replace(config, seed=seed) for seed in seeds]
+            data = group_data(config, task, seeds, cpu)
+
+            def project_run():
+                settings = replace(build_settings(config), progress=False, snapshot_every=0, checkpoint_every=0)
+                train(build_model(config, task, seeds), data, replica_settings(configs, cpu), config.schedule,
+                      settings, NullLogger())
+
+            project_run()
+            ms = median_ms(project_run, run_repeats) / steps
+            results[f"eager_K{replicas}"] = {"ms_per_step": ms, "ms_per_replica_step": ms / replicas,
+                                             "speedup": results["literal_ms_per_step"] * replicas / ms}
     return results
 
 
@@ -224,6 +287,9 @@ def main() -> int:
                         help="training steps per batched timing (enough to amortise building K replicas)")
     parser.add_argument("--classifier-steps", type=int, default=1000,
                         help="training steps per timed run of the tasks of Sections 3.2-3.3 (0: skip them)")
+    parser.add_argument("--grid-steps", type=int, default=1000,
+                        help="training steps per timed run of Section 3.5's network (0: skip it)")
+    parser.add_argument("--grid-batched", default="1,4,10", help="seeds K batched in the Section 3.5 timings")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -249,6 +315,16 @@ def main() -> int:
                       else f"cannot run it: {r['native_unsupported']}")
             print(f"{name:18} {r['literal_ms_per_step']:9.3f} {r['eager_ms_per_step']:7.3f} "
                   f"{r['eager_step_speedup']:7.1f}x  {native}")
+    if args.grid_steps:
+        grid_sizes = [int(k) for k in args.grid_batched.split(",") if k]
+        r = results["tasks"]["mnist"] = bench_grid(args.grid_steps, args.run_repeats, grid_sizes)
+        print(f"\nSection 3.5's network (784-100-100-10 on grids, batches of 100, {args.grid_steps} steps, random "
+              f"images): the notebook's loop {r['literal_ms_per_step']:.3f} ms/step; native cannot run it: "
+              f"{r['native_unsupported']}")
+        print(f"{'K seeds':>8} {'eager ms/step':>14} {'ms/replica-step':>16} {'speedup':>8}")
+        for k in grid_sizes:
+            e = r[f"eager_K{k}"]
+            print(f"{k:8d} {e['ms_per_step']:14.3f} {e['ms_per_replica_step']:16.3f} {e['speedup']:7.1f}x")
     sizes = [int(k) for k in args.batched.split(",") if k]
     if sizes:
         literal = results["tasks"]["independence"]["literal_ms_per_step"]

@@ -35,6 +35,7 @@ class LiteralMLP(nn.Module):
             self.coords.append((x_in, x_out))
         self.in_perm = torch.arange(shape[0] // in_fold, dtype=torch.float)
         self.out_perm = torch.arange(shape[-1], dtype=torch.float)
+        self.moves = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         n = x.shape[0]
@@ -107,11 +108,14 @@ class LiteralMLP(nn.Module):
 
     @torch.no_grad()
     def relocate(self, top_k: int = 5) -> None:
+        """Swap each top neuron to its best position; `moves` counts the swaps with another position
+        in layers whose neurons move."""
         for layer in range(len(self.linears) + 1):
             top = torch.flip(torch.argsort(self.importance(layer)), [0])[:top_k]
             for j in top.tolist():
                 k = int(torch.argmin(self.candidate_costs(layer, j)))
                 self.swap(layer, j, k)
+                self.moves += k != j and not (layer == 0 and isinstance(self, LiteralGridMLP))
 
 
 # The paper's setting per task: seed, hidden widths, lambda boost and decay factors.
@@ -120,8 +124,12 @@ PAPER = {"independence": (0, [20, 20], 10.0, 0.1), "feature_sharing": (4, [20, 2
 
 
 def literal_copy(model, replica: int = 0) -> LiteralMLP:
-    """Replica `replica` of a project BioMLP as a literal network, weights and permutations included."""
-    literal = LiteralMLP(list(model.shape), model.in_fold, model.l0)
+    """Replica `replica` of a project BioMLP as a literal network, weights and permutations included
+    (a grid model as the MNIST notebook's network, whose l0 and averaged costs it must share)."""
+    if model.geometry == "grid":
+        literal = LiteralGridMLP(list(model.shape))
+    else:
+        literal = LiteralMLP(list(model.shape), model.in_fold, model.l0)
     with torch.no_grad():
         for linear, weight, bias in zip(literal.linears, model.weights, model.biases):
             linear.weight.copy_(weight[replica])
@@ -271,3 +279,77 @@ def notebook(task: str, steps: int):
         return model, literal_group_data(task, 4), 0.001, lambdas, 2.0, 30
     model = literal_classifier([64, 50, 50, 24], 1, 2, 0.5, torch.mean, 2.0, (24, 32), torch.float64)
     return model, literal_group_data(task, 1), 0.002, lambda step: 1, 1.0, 30
+
+
+class LiteralGridMLP(LiteralMLP):
+    """The MNIST notebook's network (Section 3.5): neurons on square grids, the outputs on a ring of
+    radius 1/4, L1 wire lengths, averaged cost terms, l0 = 0.5, and input neurons that never move
+    (its `swap` returns at once for them; relocation still scores their candidates)."""
+
+    def __init__(self, shape: list[int]) -> None:
+        super().__init__(shape, 1, 0.5, torch.mean, 2.0)
+
+        def square(n):
+            side = int(np.sqrt(n))
+            x = np.linspace(1 / (2 * side), 1 - 1 / (2 * side), num=side)
+            xx, yy = np.meshgrid(x, x)
+            return torch.tensor(np.transpose(np.array([xx.reshape(-1,), yy.reshape(-1,)])), dtype=torch.float)
+
+        n = shape[-1]
+        thetas = np.linspace(1 / (2 * n) * 2 * np.pi, (1 - 1 / (2 * n)) * 2 * np.pi, num=n)
+        ring = 0.5 + torch.tensor(np.transpose(np.array([np.cos(thetas), np.sin(thetas)])) / 4, dtype=torch.float)
+        self.coords = [(square(a), ring if i == len(shape) - 2 else square(b))
+                       for i, (a, b) in enumerate(zip(shape[:-1], shape[1:]))]
+
+    def cost(self, locality: float | None = None, penalize_bias: bool = True, no_penalize_last: bool = False) -> torch.Tensor:
+        locality = self.weight_factor if locality is None else locality
+        total = 0
+        for i, (linear, (x_in, x_out)) in enumerate(zip(self.linears, self.coords)):
+            if i == len(self.linears) - 1 and no_penalize_last:
+                locality = 0.0
+            distance = torch.sum(torch.abs(x_out.unsqueeze(dim=1) - x_in.unsqueeze(dim=0)), dim=2)
+            total += torch.mean(torch.abs(linear.weight) * (locality * distance + self.l0))
+            if penalize_bias:
+                total += torch.mean(torch.abs(linear.bias) * self.l0)
+        return total
+
+    @torch.no_grad()
+    def swap(self, layer: int, j: int, k: int) -> None:
+        if layer == 0:
+            return
+        super().swap(layer, j, k)
+
+
+def literal_grid_train(model: LiteralGridMLP, data, batches: list[torch.Tensor], steps: int, log_every: int,
+                       eval_size: int) -> dict[int, tuple]:
+    """The MNIST notebook's loop on given minibatches (training-sample indices, one tensor per step):
+    nn.MSELoss to one-hot rows plus lambda * cost(2.0, no_penalize_last), lambda 0.01, x10 at a
+    quarter and at half of `steps`; AdamW lr 1e-3; relocation (top 30) after every 500th step.
+    Logs {step: (minibatch loss, accuracy on the first `eval_size` test samples, cost)} floats, the
+    accuracy measured before the step's update, where bimt measures every task's (the notebook measures
+    its random 2000 samples after it)."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    loss_fn = nn.MSELoss()
+    one_hots = torch.eye(10, 10)
+    lamb = 0.01
+    rows = {}
+    with torch.autograd.set_grad_enabled(True):
+        for step in range(steps):
+            if step == int(steps / 4):
+                lamb *= 10
+            elif step == int(steps / 2):
+                lamb *= 10
+            x, label = data.train_x[batches[step]], data.train_y[batches[step]]
+            if step % log_every == 0:
+                with torch.no_grad():
+                    test = torch.argmax(model(data.test_x[:eval_size]), dim=1) == data.test_y[:eval_size]
+            optimizer.zero_grad()
+            loss_train = loss_fn(model(x), one_hots[label])
+            cc = model.cost(2.0, no_penalize_last=True)
+            (loss_train + lamb * cc).backward()
+            optimizer.step()
+            if step % log_every == 0:
+                rows[step] = (loss_train.item(), torch.mean(test.float()).item(), cc.item())
+            if (step + 1) % 500 == 0:
+                model.relocate(30)
+    return rows

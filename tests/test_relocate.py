@@ -19,9 +19,16 @@ from reference import LiteralMLP, literal_copy
 SHAPES = [([4, 20, 20, 2], 1), ([3, 20, 20, 3], 1), ([4, 20, 20, 20, 20, 1], 1), ([6, 8, 5, 4], 2)]
 
 
-def random_state(shape, in_fold, seed, replicas=3) -> BioMLP:
-    """Sparse, heavy-tailed weights like a trained BIMT network's, and shuffled permutations."""
-    model = BioMLP(shape, seeds=range(seed, seed + replicas), in_fold=in_fold)
+GRID_SHAPES = [[16, 9, 9, 4], [64, 25, 16, 10]]  # square layers, outputs on a ring
+
+
+def random_state(shape, in_fold, seed, replicas=3, geometry="line") -> BioMLP:
+    """Sparse, heavy-tailed weights like a trained BIMT network's, and shuffled permutations (on
+    grids: the MNIST notebook's l0 and averaged costs)."""
+    if geometry == "grid":
+        model = BioMLP(shape, seeds=range(seed, seed + replicas), l0=0.5, mean_cost=True, geometry="grid")
+    else:
+        model = BioMLP(shape, seeds=range(seed, seed + replicas), in_fold=in_fold)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in [*model.weights, *model.biases]:
@@ -61,6 +68,32 @@ def test_relocation_makes_the_literal_searchs_swaps(shape, in_fold, seed):
     relocate(model, top_k=5)
     for r, literal in enumerate(literals):
         literal.relocate(top_k=5)
+        assert_same_network(model, r, literal)
+
+
+@pytest.mark.parametrize("shape", GRID_SHAPES)
+@pytest.mark.parametrize("seed", range(5))
+def test_on_grids_candidate_costs_equal_the_notebooks_swap_recompute_unswap(shape, seed):
+    """The MNIST notebook's literal search (L1 wire lengths, outputs on a ring, weight factor 2) for
+    every layer whose neurons move: the input layer's stay (its swap is a no-op)."""
+    model = random_state(shape, 1, seed, geometry="grid")
+    for layer in range(1, model.depth + 1):
+        j = torch.randint(positions(model, layer), (model.replicas,), generator=torch.Generator().manual_seed(layer))
+        costs = candidate_costs(model, layer, j, weight_factor=2.0)
+        for r in range(model.replicas):
+            assert torch.equal(costs[r], literal_copy(model, r).candidate_costs(layer, int(j[r])))
+
+
+@pytest.mark.parametrize("shape", GRID_SHAPES)
+@pytest.mark.parametrize("seed", range(10))
+def test_on_grids_relocation_makes_the_notebooks_swaps_and_keeps_the_pixels(shape, seed):
+    model = random_state(shape, 1, seed, geometry="grid")
+    in_perm = model.in_perm.clone()
+    literals = [literal_copy(model, r) for r in range(model.replicas)]
+    relocate(model, top_k=30, weight_factor=2.0, inputs=False)
+    assert torch.equal(model.in_perm, in_perm)
+    for r, literal in enumerate(literals):
+        literal.relocate(top_k=30)
         assert_same_network(model, r, literal)
 
 

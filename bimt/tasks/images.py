@@ -1,0 +1,191 @@
+"""Handwritten digits on a 2-D input grid (Section 3.5, Figure 8): MNIST, and scikit-learn's 8x8 digits.
+
+Pixels are inputs in [0, 1] (MNIST's bytes / 255, as torchvision's `ToTensor`; the 8x8 digits'
+counts / 16), flattened row by row, so pixel (row, column) is input neuron row * side + column and
+sits where it sits in the image on the input grid. Targets are the classes 0-9; the loss is the
+notebook's squared error to one-hot rows.
+
+`digits` ships with scikit-learn and always works offline: 1 797 images, shuffled with the data
+seed, split into `n_train` and `n_test`. `mnist` reads the four standard IDX files (gzipped or not)
+from `task.path`, or from `task.path/MNIST/raw` where torchvision's downloader puts them. Both
+splits are shuffled with the data seed and cut to `n_train` and `n_test`, so the logged metrics'
+evaluation subset (the first `eval_size` of each) is a fixed random one.
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bimt.tasks.base import Dataset, Task
+
+DIGIT_LABELS = tuple(str(digit) for digit in range(10))
+MNIST_FILES = {  # file name -> (IDX type code of unsigned bytes, the dimensions every MNIST file of it has)
+    "train-images-idx3-ubyte": (3, (28, 28)),
+    "train-labels-idx1-ubyte": (1, ()),
+    "t10k-images-idx3-ubyte": (3, (28, 28)),
+    "t10k-labels-idx1-ubyte": (1, ()),
+}
+UNSIGNED_BYTE = 0x08
+
+
+class DataError(ValueError):
+    """Data that cannot be read as asked; the message is one line naming the file and what is wrong."""
+
+
+def _shuffled_split(images: np.ndarray, labels: np.ndarray, seed: int, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`count` samples of a split in a random order drawn from `seed`: (count, pixels) float32 in
+    [0, 1] from bytes or counts already scaled, and (count,) int64 classes."""
+    order = np.random.default_rng(seed).permutation(len(images))[:count]
+    return torch.from_numpy(images[order].reshape(count, -1)), torch.from_numpy(labels[order].astype(np.int64))
+
+
+def digits_data(seed: int, n_train: int, n_test: int, eval_size: int) -> Dataset:
+    """scikit-learn's 8x8 digits, shuffled with `seed`: the first `n_train` train, the next `n_test` test."""
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.tensor(bunch.images.reshape(len(bunch.images), -1), dtype=torch.float32).div(16).numpy()
+    x, y = _shuffled_split(images, bunch.target, seed, n_train + n_test)
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], eval_size=eval_size)
+
+
+def mnist_folder(path: str | Path) -> Path:
+    """Where the IDX files are: `path` itself, or torchvision's `path/MNIST/raw` when only that has them."""
+    raw = Path(path).expanduser() / "MNIST" / "raw"
+    return raw if not _present(Path(path).expanduser()) and _present(raw) else Path(path).expanduser()
+
+
+def _present(folder: Path) -> bool:
+    return any(_find(folder, name) is not None for name in MNIST_FILES)
+
+
+def _find(folder: Path, name: str) -> Path | None:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _expected(name: str) -> str:
+    return ", ".join(f"{n}[.gz]" for n in MNIST_FILES) if name == "*" else f"{name}[.gz]"
+
+
+def idx_header(path: Path) -> tuple[tuple[int, ...], int]:
+    """An IDX file's dimensions, and the bytes its data take after the header, checked against its
+    size (a gzipped file's uncompressed size is in its last four bytes) and against MNIST's format."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as stream:
+            magic = stream.read(4)
+            if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != UNSIGNED_BYTE:
+                raise DataError(f"{path} is not an IDX file of unsigned bytes (it starts with {magic.hex() or 'nothing'})")
+            head = stream.read(4 * magic[3])
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path} cannot be read: {error}") from None
+    if len(head) < 4 * magic[3]:
+        raise DataError(f"{path} is truncated: it ends inside its header")
+    dims = tuple(int(d) for d in np.frombuffer(head, dtype=">u4"))
+    header = 4 + 4 * len(dims)
+    _, item = MNIST_FILES[path.name.removesuffix(".gz")]
+    if len(dims) != 1 + len(item) or dims[1:] != item:
+        raise DataError(f"{path} holds items of shape {dims[1:]}, not MNIST's {item}")
+    if path.suffix == ".gz":
+        with open(path, "rb") as raw:
+            raw.seek(-4, 2)
+            size = int.from_bytes(raw.read(4), "little")
+    else:
+        size = path.stat().st_size
+    needed = header + math.prod(dims)
+    if size != needed % 2**32:
+        raise DataError(f"{path} is truncated or damaged: {size} bytes where its header announces {needed}")
+    return dims, header
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    dims, header = idx_header(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as stream:
+            content = stream.read()
+    except (OSError, EOFError) as error:
+        raise DataError(f"{path} is truncated or damaged: {error}") from None
+    if len(content) != header + math.prod(dims):
+        raise DataError(f"{path} is truncated: {len(content)} bytes where its header announces {header + math.prod(dims)}")
+    return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(dims)
+
+
+def mnist_files(path: str | Path) -> dict[str, Path]:
+    """The four IDX files under `path`, checked (header and size); one-line `DataError` otherwise."""
+    folder = mnist_folder(path)
+    if not folder.is_dir():
+        raise DataError(f"task.path={path} is not a directory; it must hold MNIST's IDX files ({_expected('*')}), "
+                        "or use task.download=true where there is internet")
+    files = {name: _find(folder, name) for name in MNIST_FILES}
+    missing = [name for name, found in files.items() if found is None]
+    if missing:
+        raise DataError(f"task.path={path} lacks {_expected(missing[0])} (MNIST needs {_expected('*')}); "
+                        "put the files there, or use task.download=true where there is internet")
+    counts = {name: idx_header(found)[0][0] for name, found in files.items()}
+    for split in ("train", "t10k"):
+        images, labels = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
+        if images != labels:
+            raise DataError(f"{files[f'{split}-images-idx3-ubyte']} holds {images} images but its labels file {labels} labels")
+    return files
+
+
+def mnist_counts(path: str | Path) -> tuple[int, int]:
+    """Training and test images available under `path` (after checking the files)."""
+    files = mnist_files(path)
+    return idx_header(files["train-images-idx3-ubyte"])[0][0], idx_header(files["t10k-images-idx3-ubyte"])[0][0]
+
+
+def download_mnist(path: str | Path) -> None:
+    """Fetch MNIST with torchvision's downloader into `path/MNIST/raw` (needs internet and torchvision)."""
+    try:
+        from torchvision.datasets import MNIST
+    except ImportError:
+        raise DataError("task.download=true needs torchvision: pip install -e '.[mnist]' "
+                        "(or put the IDX files in task.path yourself)") from None
+    try:
+        MNIST(root=str(Path(path).expanduser()), train=True, download=True)
+        MNIST(root=str(Path(path).expanduser()), train=False, download=True)
+    except (OSError, RuntimeError) as error:
+        raise DataError(f"task.download=true could not download MNIST into {path}: {str(error).splitlines()[0]}") from None
+
+
+def mnist_data(path: str | Path, seed: int, n_train: int, n_test: int, eval_size: int) -> Dataset:
+    """MNIST from the IDX files under `path`: `n_train` training and `n_test` test images, each split
+    shuffled with `seed`."""
+    files = mnist_files(path)
+
+    def split(prefix: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        images = torch.from_numpy(_read_idx(files[f"{prefix}-images-idx3-ubyte"]).copy()).to(torch.float32).div(255)
+        return _shuffled_split(images.numpy(), _read_idx(files[f"{prefix}-labels-idx1-ubyte"]), seed, count)
+
+    return Dataset(*split("train", n_train), *split("t10k", n_test), eval_size=eval_size)
+
+
+def image_task(name: str, side: int, data: Any) -> Task:
+    """A digit classifier on side x side pixels: one input per pixel, one output per digit."""
+    from bimt.grid_plot import draw_input_weights  # drawing needs the model; the task only names it
+
+    def figures(model, dataset, task):
+        return {"input_weights": draw_input_weights(model, side)}
+
+    return Task(name, side * side, 10, DIGIT_LABELS, data=data, figures=figures, loss="one_hot_mse")
+
+
+def digits_task() -> Task:
+    return image_task("digits", 8, lambda task, settings, seed: digits_data(seed, settings.n_train, settings.n_test,
+                                                                            settings.eval_size))
+
+
+def mnist_task() -> Task:
+    return image_task("mnist", 28, lambda task, settings, seed: mnist_data(settings.path, seed, settings.n_train,
+                                                                           settings.n_test, settings.eval_size))
