@@ -3,8 +3,8 @@
 The layers are drawn as the paper draws them, stacked in depth: each layer's unit square seen in
 an oblique projection, the input image at the bottom (upright, its first row at the back), the
 output ring on top. Wires are wider with |w| (normalised per layer), blue positive, red negative,
-and only those at least 1% of a pixel wide are drawn: a 784-input layer has 78 400 of them, of
-which a trained BIMT network keeps a few hundred. Input pixels are shaded by how much weight leaves
+and only those at least 1% of a pixel wide are drawn, at most the 2000 widest of a layer: a 784-input
+layer has 78 400 wires, of which a trained BIMT network keeps a few hundred. Input pixels are shaded by how much weight leaves
 them, so the pixels the network reads stand out; each output is labelled with the digit it computes.
 """
 
@@ -26,6 +26,7 @@ from bimt.plot import BLUE, INVISIBLE_WIDTH, RED
 LAYER_GAP = 0.9  # screen height between stacked layers
 DEPTH = 0.5  # screen height of a layer's unit square seen obliquely
 SHEAR = 0.35  # how far a layer's back edge is drawn to the right of its front edge
+MOST_WIRES = 2000  # per layer: an untrained 784-input layer's 78 400 would take seconds to draw, as a grey blur
 
 
 def project(xy: np.ndarray, layer: int) -> np.ndarray:
@@ -72,6 +73,9 @@ class GridNetworkPicture:
             w = w / max(np.abs(w).max(), 1e-12)
             widths = np.abs(w) * (0.6 if layer == 0 else 1.0)
             rows, cols = np.nonzero(widths >= INVISIBLE_WIDTH)
+            if len(rows) > MOST_WIRES:
+                strongest = np.argpartition(widths[rows, cols], -MOST_WIRES)[-MOST_WIRES:]
+                rows, cols = rows[strongest], cols[strongest]
             wires.set_segments(np.stack([self.points[layer + 1][rows], self.points[layer][cols]], axis=1))
             wires.set_linewidths(widths[rows, cols])
             wires.set_colors(np.where(w[rows, cols, None] > 0, BLUE, RED))

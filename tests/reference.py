@@ -115,7 +115,11 @@ class LiteralMLP(nn.Module):
             for j in top.tolist():
                 k = int(torch.argmin(self.candidate_costs(layer, j)))
                 self.swap(layer, j, k)
-                self.moves += k != j and not (layer == 0 and isinstance(self, LiteralGridMLP))
+                self.moves += k != j and self.moves_neurons(layer)
+
+    def moves_neurons(self, layer: int) -> bool:
+        """Whether a swap in neuron layer `layer` moves anything (every layer's does here)."""
+        return True
 
 
 # The paper's setting per task: seed, hidden widths, lambda boost and decay factors.
@@ -313,11 +317,13 @@ class LiteralGridMLP(LiteralMLP):
                 total += torch.mean(torch.abs(linear.bias) * self.l0)
         return total
 
+    def moves_neurons(self, layer: int) -> bool:
+        return layer > 0
+
     @torch.no_grad()
     def swap(self, layer: int, j: int, k: int) -> None:
-        if layer == 0:
-            return
-        super().swap(layer, j, k)
+        if self.moves_neurons(layer):
+            super().swap(layer, j, k)
 
 
 def literal_grid_train(model: LiteralGridMLP, data, batches: list[torch.Tensor], steps: int, log_every: int,
