@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import make_moons
 
 from bimt.tasks.base import Dataset, Task
 
 
 def two_moons_data(seed: int, n_train: int, n_test: int, noise: float) -> Dataset:
     """Points (n, 2) float32 and their moon (n,) int64, train then test from one stream."""
+    from sklearn.datasets import make_moons  # scikit-learn (and scipy) take 0.7 s to import: only when used
+
     stream = np.random.RandomState(seed)
     train_x, train_y = make_moons(n_samples=n_train, noise=noise, random_state=stream)
     test_x, test_y = make_moons(n_samples=n_test, noise=noise, random_state=stream)
