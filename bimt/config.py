@@ -7,9 +7,11 @@ names the key, the bad value and what is allowed, before any training work start
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -18,9 +20,9 @@ from omegaconf.errors import OmegaConfBaseException
 
 from bimt import jit
 from bimt.formula import FormulaError, parse
+from bimt.geometry import GEOMETRIES, grid_problem
 from bimt.native import unsupported
 from bimt.schedule import Schedule
-from bimt.geometry import GEOMETRIES, grid_problem
 from bimt.tasks import (
     TASKS,
     DataError,
@@ -161,6 +163,35 @@ class RunConfig:
 DEVICES = ("cpu", "cuda", "auto")
 ENGINES = ("native", "eager")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+# Keys added to the config after runs were already being saved, with the value that reproduces how a
+# run saved without them trained (Sections 3.2-3.3 added the model's cost and dtype settings and the
+# relocation's wire weight; Section 3.5 the geometry, minibatches and pixel-keeping relocation).
+ADDED_KEYS = {
+    ("model", "weight_factor"): 1.0,
+    ("model", "mean_cost"): False,
+    ("model", "embedding_dim"): None,
+    ("model", "embedding_cost"): True,
+    ("model", "dtype"): "float32",
+    ("model", "geometry"): "line",
+    ("model", "local_last"): True,
+    ("relocate", "weight_factor"): 1.0,
+    ("relocate", "inputs"): True,
+    ("batch_size",): None,
+}
+
+
+def saved_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """A config saved with a run (checkpoint, metrics.json), completed with the keys added since it
+    was saved, so that older runs still load, resume and compare as they ran."""
+    upgraded = copy.deepcopy(saved)
+    for path, value in ADDED_KEYS.items():
+        node = upgraded
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+        node.setdefault(path[-1], value)
+    return upgraded
 
 
 def load_config(cfg: DictConfig) -> RunConfig:

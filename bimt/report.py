@@ -25,7 +25,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from bimt.config import load_config, resolve_task
+from bimt.config import load_config, resolve_task, saved_config
 from bimt.model import BioMLP
 from bimt.outputs import CHECKPOINT, METRICS, UnreadableCheckpoint, flatten, read_checkpoint, save_figure_atomic
 from bimt.plot import draw_network
@@ -67,7 +67,7 @@ class Run:
 def read_run(run_dir: Path, metrics: dict[str, Any]) -> Run:
     """A completed run from its metrics.json, which holds its whole config; KeyError if a key is missing."""
     config = {key: json.dumps(value) if isinstance(value, (list, dict)) else value
-              for key, value in flatten(metrics.get("config") or {}).items()}
+              for key, value in flatten(saved_config(metrics.get("config") or {})).items()}
     return Run(run_dir, metrics, {**config, "task.name": metrics["task"], "train_type": metrics["train_type"]},
                metrics["seed"])
 
@@ -188,7 +188,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
 def load_trained(run_dir: Path) -> tuple[BioMLP, Any, Any]:
     """The final model of a completed run, with its task and config, from its checkpoint."""
     checkpoint = read_checkpoint(run_dir / CHECKPOINT)
-    config = load_config(OmegaConf.create(checkpoint["config"]))
+    config = load_config(OmegaConf.create(saved_config(checkpoint["config"])))
     task = resolve_task(config.task)
     model = build_model(config, task, [0])
     model.load_state_dict(checkpoint["model"])

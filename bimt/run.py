@@ -32,6 +32,7 @@ from bimt.config import (
     model_shape,
     resolve_device,
     resolve_task,
+    saved_config,
     task_data,
 )
 from bimt.losses import LOSSES
@@ -136,7 +137,7 @@ def config_for_run_dir(config: RunConfig, run_dir: Path) -> RunConfig:
     """The config to run in `run_dir`: with `resume`, the one saved there (device and threads may
     change); otherwise `config`, which must equal the saved one if the directory already holds a run."""
     checkpoint = saved_checkpoint(run_dir)
-    saved = None if checkpoint is None else checkpoint["config"]
+    saved = None if checkpoint is None else saved_config(checkpoint["config"])
     if config.resume is not None:
         if saved is None:
             raise ConfigError(f"resume={config.resume}: there is no {CHECKPOINT} in that directory to continue from")

@@ -6,17 +6,21 @@ job's tensors whatever R is, also when R equals a layer's width (the hidden laye
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import subprocess
 import sys
 
 import pytest
+import torch
 
+from bimt.config import ADDED_KEYS
 from bimt.cost import connection_cost
 from bimt.model import BioMLP
 from bimt.optim import AdamW
 from bimt.outputs import load_checkpoint, read_checkpoint
+from bimt.report import load_trained, write_report
 
 from conftest import REPO, job_dirs, metrics_without_timing, train_cli, train_cli_with_file_size_limit
 
@@ -97,3 +101,38 @@ def test_resume_continues_a_job_of_any_group_size_to_the_groups_numbers(sweeps, 
         assert process.wait(timeout=300) == 0, process.stderr.read()
     for run_dir in run_dirs:
         assert metrics_without_timing(run_dir) == metrics_without_timing(sweeps / str(size) / run_dir.name)
+
+
+def without_added_keys(config: dict) -> dict:
+    """A config as a run saved it before `ADDED_KEYS` existed."""
+    old = copy.deepcopy(config)
+    for path in ADDED_KEYS:
+        node = old
+        for key in path[:-1]:
+            node = node[key]
+        del node[path[-1]]
+    return old
+
+
+def test_runs_saved_before_later_config_keys_still_load_resume_and_report(tmp_path):
+    run_dir = tmp_path / "old" / "run"
+    result = train_cli("steps=40", "log_every=10", f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    model, _, _ = load_trained(run_dir)
+    checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
+    checkpoint["config"] = without_added_keys(checkpoint["config"])
+    torch.save(checkpoint, run_dir / "checkpoint.pt")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    metrics["config"] = without_added_keys(metrics["config"])
+    (run_dir / "metrics.json").write_text(json.dumps(metrics))
+
+    old_model, _, config = load_trained(run_dir)
+    assert (config.model.geometry, config.batch_size, config.relocate.inputs) == ("line", None, True)
+    assert torch.equal(old_model.params, model.params)
+    again = train_cli("steps=40", "log_every=10", f"hydra.run.dir={run_dir}")
+    assert again.returncode == 0 and "already holds a completed run" in again.stdout, again.stderr
+    new = train_cli("steps=40", "log_every=10", "seed=1", f"hydra.run.dir={tmp_path / 'old' / 'new'}")
+    assert new.returncode == 0, new.stderr
+    assert write_report(tmp_path / "old") == []
+    rows = list(csv.DictReader((tmp_path / "old" / "report.csv").open()))
+    assert len(rows) == 1 and rows[0]["seeds"] == "2", "the old run and the new one are the same experiment"
