@@ -5,16 +5,19 @@ Library use, without Hydra::
     from bimt import BioMLP, connection_cost, relocate, train
 """
 
+from bimt.batches import Minibatches
 from bimt.cost import connection_cost
 from bimt.model import BioMLP
 from bimt.relocate import relocate
 from bimt.schedule import Schedule
-from bimt.tasks import TASKS, make_dataset
+from bimt.tasks import TASKS, Dataset, make_dataset
 from bimt.trainer import NullLogger, ReplicaSettings, TrainSettings, evaluate, train
 
 __all__ = [
     "TASKS",
     "BioMLP",
+    "Dataset",
+    "Minibatches",
     "NullLogger",
     "ReplicaSettings",
     "Schedule",
