@@ -14,7 +14,9 @@ network snapshot (drawing, PNG encoding, TensorBoard write) and the peak memory 
 the notebook's own loop (tests/reference.py) against each engine that can run them, with the ratio.
 For Section 3.5 it times the MNIST notebook's loop (784-100-100-10 on grids, batches of 100,
 relocation every 500 steps) against `task=mnist` on random images of MNIST's shape, single and with
-K seeds batched (--grid-batched).
+K seeds batched (--grid-batched). Whole processes last: a 10-step `python train.py` (the fixed cost of
+a run), the full independence run, and the literal loop run as a process of its own, beside the
+targets of the speed issue (10-step run <= 2.5 s, full run >= 12x, batched native >= 150x at K=50).
 `--json PATH` also writes the figures as JSON.
 
     python scripts/bench.py --steps 2000 --repeats 20 --run-repeats 3 --threads 1
@@ -261,6 +263,37 @@ def bench_snapshot(repeats: int) -> float:
     return ms
 
 
+def wall_s(commands: list[list[str]]) -> float:
+    """Median wall time of whole processes (imports, start-up and finishing included), in seconds."""
+    times = []
+    for command in commands:
+        start = time.perf_counter()
+        subprocess.run(command, cwd=REPO, check=True, capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+LITERAL_PROCESS = (  # the notebook's whole process: imports, data, the literal loop of 20000 steps
+    "import sys; sys.path.insert(0, 'tests'); import torch; torch.set_num_threads(1); "
+    "from bimt import TASKS, make_dataset; from reference import literal_model, literal_train; "
+    "literal_train(literal_model([4, 20, 20, 2], 0), make_dataset(TASKS['independence'], 0), 5, 20000, 200)"
+)
+
+
+def bench_processes(repeats: int) -> dict[str, float]:
+    """Whole-process wall times: a 10-step `python train.py` (its fixed cost: start-up, figures,
+    checkpoint), the full independence run, and the notebook's loop as a process of its own."""
+    train = [sys.executable, str(REPO / "train.py")]
+    with tempfile.TemporaryDirectory() as folder:
+        results = {
+            "ten_step_s": wall_s([[*train, "steps=10", f"hydra.run.dir={folder}/ten{i}"] for i in range(repeats)]),
+            "full_run_s": wall_s([[*train, f"hydra.run.dir={folder}/full{i}"] for i in range(repeats)]),
+            "literal_process_s": wall_s([[sys.executable, "-c", LITERAL_PROCESS]]),
+        }
+    results["full_run_speedup"] = results["literal_process_s"] / results["full_run_s"]
+    return results
+
+
 def peak_rss_mb(steps: int) -> float:
     """Peak resident memory of one `python train.py` run, in MB.
 
@@ -290,6 +323,8 @@ def main() -> int:
     parser.add_argument("--grid-steps", type=int, default=1000,
                         help="training steps per timed run of Section 3.5's network (0: skip it)")
     parser.add_argument("--grid-batched", default="1,4,10", help="seeds K batched in the Section 3.5 timings")
+    parser.add_argument("--processes", type=int, default=3,
+                        help="repeats for the whole-process timings (10-step and full train.py runs; 0: skip them)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -341,6 +376,14 @@ def main() -> int:
         print(f"eager at K={largest}: {batched[f'eager_K{largest}_default_malloc_ms_per_step']:.2f} ms/step with "
               f"glibc's default malloc, {batched[f'eager_K{largest}_kept_memory_ms_per_step']:.2f} ms/step "
               f"keeping freed memory (bimt.memory)")
+    if args.processes:
+        p = results["processes"] = bench_processes(args.processes)
+        print(f"\nwhole processes (median of {args.processes}): a 10-step `python train.py` {p['ten_step_s']:.2f} s "
+              f"(target <= 2.5 s); the full independence run {p['full_run_s']:.2f} s against the notebook's loop as "
+              f"a process, {p['literal_process_s']:.1f} s: {p['full_run_speedup']:.1f}x (target >= 12x)")
+        if sizes and 50 in sizes:
+            print(f"batched native per replica-step at K=50: {batched['native_K50']['speedup']:.1f}x the literal step "
+                  "(target >= 150x)")
     results["snapshot_ms"] = bench_snapshot(args.repeats)
     results["peak_rss_mb"] = peak_rss_mb(args.steps)
     print(f"network snapshot (draw + PNG + TensorBoard): {results['snapshot_ms']:.1f} ms")
