@@ -31,5 +31,7 @@ class Minibatches:
             self._orders = np.stack([np.random.default_rng([seed, epoch]).permutation(self.samples) for seed in self.seeds])
         return torch.from_numpy(self._orders[:, batch * self.size : (batch + 1) * self.size])
 
-    def replica_subset(self, replicas: Sequence[int]) -> Minibatches:
-        return Minibatches(self.samples, self.size, [self.seeds[r] for r in replicas])
+    def replica_subset(self, index: torch.Tensor | slice) -> Minibatches:
+        """The order of the given replicas (as `Dataset.replica_subset` selects them)."""
+        seeds = self.seeds[index] if isinstance(index, slice) else [self.seeds[r] for r in index.tolist()]
+        return Minibatches(self.samples, self.size, seeds)

@@ -35,7 +35,7 @@ from bimt.tasks import (
     permutation_task,
     two_moons_task,
 )
-from bimt.tasks.images import download_mnist, mnist_counts
+from bimt.tasks.images import available_mnist
 
 
 class ConfigError(ValueError):
@@ -274,13 +274,7 @@ def _images(config: TaskConfig) -> Task:
     _require(config.path is not None, "task.path=None: task=mnist reads MNIST's four IDX files from a folder; "
              "give it with task.path=<dir>")
     try:
-        try:
-            available = mnist_counts(config.path)
-        except DataError:
-            if not config.download:
-                raise
-            download_mnist(config.path)
-            available = mnist_counts(config.path)
+        available = available_mnist(config.path, bool(config.download))
     except DataError as error:
         raise ConfigError(str(error)) from None
     for key, value, have, split in (("n_train", config.n_train, available[0], "training"),

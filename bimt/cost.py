@@ -23,20 +23,21 @@ def wire_factor(model: BioMLP, layer: int, locality: torch.Tensor | float) -> to
     return locality * model.distance(layer) + model.l0
 
 
+def wire_factors(model: BioMLP, locality: torch.Tensor | float, local_last: bool = True) -> list[torch.Tensor]:
+    """Every layer's `wire_factor`. Without `local_last` the last layer's wires cost l0 whatever their
+    length (its locality weight is 0: the notebooks' `no_penalize_last=True`)."""
+    last = model.depth - 1
+    return [wire_factor(model, i, locality if i < last or local_last else locality * 0) for i in range(model.depth)]
+
+
 def connection_cost(
     model: BioMLP,
     locality: torch.Tensor | float = 1.0,
     penalize_bias: bool = True,
-    no_penalize_last: bool = False,
+    local_last: bool = True,
 ) -> torch.Tensor:
-    """Cost of every replica, shape (R,). `locality` is a float or a per-replica (R,) tensor.
-
-    `no_penalize_last` zeroes the locality weight of the last layer (its l0 term stays), the
-    notebook's option of the same name.
-    """
-    last = model.depth - 1
-    factors = [wire_factor(model, i, 0.0 if (i == last and no_penalize_last) else locality) for i in range(model.depth)]
-    return priced_cost(model, factors, penalize_bias)
+    """Cost of every replica, shape (R,). `locality` is a float or a per-replica (R,) tensor."""
+    return priced_cost(model, wire_factors(model, locality, local_last), penalize_bias)
 
 
 def priced_cost(model: BioMLP, factors: list[torch.Tensor], penalize_bias: bool) -> torch.Tensor:

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 
 from bimt.model import BioMLP
 from bimt.plot import BLUE, INVISIBLE_WIDTH, RED
+from bimt.relocate import importance
 
 LAYER_GAP = 0.9  # screen height between stacked layers
 DEPTH = 0.5  # screen height of a layer's unit square seen obliquely
@@ -91,8 +92,6 @@ def draw_input_weights(model: BioMLP, side: int, replica: int = 0) -> Figure:
     """Every first-hidden-layer neuron's input weights as a side x side image, the most important
     neuron first (its summed |weight| in and out, the score relocation ranks by, written on it):
     the notebook's picture of the top features. Pixels sit where they are in the image."""
-    from bimt.relocate import importance
-
     weights = model.weights[0][replica].cpu()
     images = torch.zeros_like(weights).index_copy_(1, model.in_perm[replica].cpu(), weights)  # positions -> pixels
     score = importance(model, 1)[replica].cpu()

@@ -83,7 +83,7 @@ class OneHotMeanSquaredError:
 
     def backward(self, saved: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         output, one_hot = saved
-        seed = torch.ones((), dtype=output.dtype, device=output.device)  # d total / d loss, as backward() seeds it
+        seed = _mean_scale(1, output.dtype, output.device)  # d total / d loss = 1, as backward() seeds it
         mean = 1  # torch's Reduction::Mean
         return torch.stack([torch.ops.aten.mse_loss_backward(seed, output[r], one_hot[r], mean) for r in range(len(output))])
 

@@ -194,8 +194,8 @@ def _loss_per_replica(params, x, y, samples, classify, widths, offsets, losses):
 def _train_steps(params, grad, exp_avg, exp_avg_sq, penalty, x, y, samples, classify, widths, offsets, count,
                  adam_step, lr, beta1, beta2, eps, weight_decay, losses):
     """Run up to `count` steps on the first `samples` columns of x and y (the others are padding);
-    losses[t, r] gets step t's training loss (MSE, or with `classify` cross-entropy). Returns the steps completed: fewer than `count` when a
-    loss is not finite (that step is not applied).
+    losses[t, r] gets step t's training loss (MSE, or with `classify` cross-entropy). Returns the steps
+    completed: fewer than `count` when a loss is not finite (that step is not applied).
 
     Each replica's forward and backward pass run back to back, so that its activations are still in
     the cache; one set of buffers serves every replica. AdamW waits until every loss is known finite."""
@@ -294,8 +294,8 @@ class NativeEngine:
         losses = np.empty((count, self.params.shape[0]), dtype=np.float32)
         done = _train_steps(self.params, self.grad, optimizer.exp_avg.numpy(), optimizer.exp_avg_sq.numpy(),
                             self.penalties[penalize_bias], self.train_x, self.train_y, self.data.train_x.shape[1],
-                            self.loss.classifies, self.widths, self.offsets, count, optimizer.steps, optimizer.lr, optimizer.betas[0],
-                            optimizer.betas[1], optimizer.eps, optimizer.weight_decay, losses)
+                            self.loss.classifies, self.widths, self.offsets, count, optimizer.steps, optimizer.lr,
+                            optimizer.betas[0], optimizer.betas[1], optimizer.eps, optimizer.weight_decay, losses)
         optimizer.steps += done
         return done, torch.from_numpy(losses[: done + (done < count)])
 

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bimt.cost import embedding_term, priced_cost, term, wire_factor
+from bimt.cost import embedding_term, priced_cost, term, wire_factors
 from bimt.jit import jit
 from bimt.model import BioMLP
 from bimt.optim import AdamW
@@ -81,7 +81,7 @@ def _rearranged(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Te
 def candidate_costs(model: BioMLP, layer: int, j: torch.Tensor, weight_factor: float = 1.0) -> torch.Tensor:
     """Full connection cost (locality `weight_factor`, biases in) after swapping j[r] with each k, (R, K)."""
     weights, biases = model.layer_views(model.params.detach())
-    prices = [wire_factor(model, i, weight_factor) for i in range(model.depth)]
+    prices = wire_factors(model, weight_factor)
     terms = [_cost_term(model, *layer_parts) for layer_parts in zip(weights, biases, prices)]
     return _candidate_costs(model, weights, biases, prices, terms, embedding_term(model), layer, j)
 
@@ -218,7 +218,7 @@ def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: 
               weight_factor: float, inputs: bool) -> None:
     keep = np.zeros(model.replicas, dtype=np.bool_) if enabled is None else ~enabled.numpy()
     weights, biases = model.layer_views(model.params.detach())
-    prices = [wire_factor(model, i, weight_factor) for i in range(model.depth)]
+    prices = wire_factors(model, weight_factor)
     margin = (TIE_MARGIN[model.params.dtype] * priced_cost(model, prices, penalize_bias=True).double()).numpy()
     prices64 = [price.double().numpy() / (price.numel() if model.mean_cost else 1) for price in prices]
     embedding = embedding_term(model)

@@ -111,12 +111,12 @@ def group_data(config: RunConfig, task: Task, seeds: Sequence[int], device: torc
 
     Replicas that share a data seed share their data: it is drawn (or read) once, and where all of
     them share it, the stack is a view that repeats it (MNIST is not copied per replica)."""
+    keys = [seed if config.task.data_seed is None else config.task.data_seed for seed in seeds]
     drawn: dict[int, Dataset] = {}
-    for seed in seeds:
-        key = seed if config.task.data_seed is None else config.task.data_seed
+    for key, seed in zip(keys, seeds):
         if key not in drawn:
             drawn[key] = task_data(config.task, task, seed)
-    datasets = [drawn[seed if config.task.data_seed is None else config.task.data_seed] for seed in seeds]
+    datasets = [drawn[key] for key in keys]
     if len(drawn) == 1:
         stacked = stack_datasets(datasets[:1], device).expand(len(seeds))
     else:

@@ -19,7 +19,7 @@ from typing import Protocol
 import torch
 from tqdm import tqdm
 
-from bimt.cost import active_weights, connection_cost, priced_cost, wire_factor
+from bimt.cost import active_weights, connection_cost, priced_cost, wire_factors
 from bimt.engine import EagerEngine
 from bimt.losses import LOSSES, Loss, final_losses
 from bimt.model import BioMLP
@@ -185,7 +185,7 @@ def train(
     relocation_optimizer = optimizer if settings.permute_optimizer_state else None
     calendar = Calendar(settings.steps, settings.log_every, settings.relocate_every if bool(replicas.swap.any()) else 0,
                         settings.snapshot_every, settings.checkpoint_every, tuple(schedule.changes(settings.steps)))
-    prices = training_prices(model, replicas.locality, settings.local_last)
+    prices = wire_factors(model, replicas.locality, settings.local_last)
     engine = make_engine(settings.engine, model, data, prices, optimizer, LOSSES[settings.loss])
     lam_value = None
     step = start_step
@@ -222,14 +222,6 @@ def train(
             if should_stop() and step < settings.steps:
                 return TrainResult(optimizer, step, "interrupted")
     return TrainResult(optimizer, settings.steps, "completed")
-
-
-def training_prices(model: BioMLP, locality: torch.Tensor, local_last: bool = True) -> list[torch.Tensor]:
-    """Each layer's per-weight price in the loss's cost, (R, out, in); without `local_last` the last
-    layer's wires cost l0 whatever their length (the MNIST notebook's `no_penalize_last=True`)."""
-    last = model.depth - 1
-    return [wire_factor(model, i, locality if (i < last or local_last) else torch.zeros_like(locality))
-            for i in range(model.depth)]
 
 
 def make_engine(name: str, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW,

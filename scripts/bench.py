@@ -51,6 +51,7 @@ from bimt.tasks import TASKS  # noqa: E402
 
 from reference import (  # noqa: E402
     PAPER,
+    LiteralData,
     LiteralGridMLP,
     literal_classifier_train,
     literal_copy,
@@ -178,8 +179,7 @@ def bench_grid(steps: int, run_repeats: int, sizes: list[int]) -> dict[str, Any]
         def literal_run():
             torch.manual_seed(config.run_seed)
             model = LiteralGridMLP([784, 100, 100, 10])
-            data = type("Data", (), {"train_x": single.train_x[0], "train_y": single.train_y[0],
-                                     "test_x": single.test_x[0], "test_y": single.test_y[0]})
+            data = LiteralData(single.train_x[0], single.train_y[0], single.test_x[0], single.test_y[0])
             batches = [single.batches.indices(step)[0] for step in range(steps)]
             literal_grid_train(model, data, batches, steps, config.log_every, config.task.eval_size)
 

@@ -28,7 +28,7 @@ from bimt.tasks.images import DataError, mnist_data
 from bimt.trainer import train
 
 from conftest import REPO, ReplicaRecorder, scalars, train_cli
-from reference import LiteralGridMLP, literal_grid_train
+from reference import LiteralData, LiteralGridMLP, literal_grid_train
 
 
 def composed(*overrides: str):
@@ -61,9 +61,7 @@ def test_eager_digits_run_equals_the_notebook_loop_on_the_same_minibatches_bit_f
 
     torch.manual_seed(1)  # the notebook's seed, then its network
     literal = LiteralGridMLP([64, 100, 100, 10])
-    single = data.replica_subset(slice(0, 1))
-    literal_data = type("Data", (), {"train_x": single.train_x[0], "train_y": single.train_y[0],
-                                     "test_x": single.test_x[0], "test_y": single.test_y[0]})
+    literal_data = LiteralData(data.train_x[0], data.train_y[0], data.test_x[0], data.test_y[0])
     batches = [data.batches.indices(step)[0] for step in range(steps)]
     expected = literal_grid_train(literal, literal_data, batches, steps, 20, config.task.eval_size)
 

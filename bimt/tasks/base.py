@@ -41,10 +41,7 @@ class Dataset:
 
     def replica_subset(self, index: torch.Tensor | slice) -> Dataset:
         """The given replicas (rows of the leading axis) of stacked (R, n, d) data."""
-        batches = self.batches
-        if batches is not None:
-            batches = batches.replica_subset(list(range(len(batches.seeds)))[index] if isinstance(index, slice)
-                                             else index.tolist())
+        batches = None if self.batches is None else self.batches.replica_subset(index)
         return Dataset(self.train_x[index], self.train_y[index], self.test_x[index], self.test_y[index], batches,
                        self.eval_size)
 

@@ -25,12 +25,13 @@ import torch
 from bimt.tasks.base import Dataset, Task
 
 DIGIT_LABELS = tuple(str(digit) for digit in range(10))
-MNIST_FILES = {  # file name -> (IDX type code of unsigned bytes, the dimensions every MNIST file of it has)
-    "train-images-idx3-ubyte": (3, (28, 28)),
-    "train-labels-idx1-ubyte": (1, ()),
-    "t10k-images-idx3-ubyte": (3, (28, 28)),
-    "t10k-labels-idx1-ubyte": (1, ()),
+MNIST_FILES = {  # file name -> the shape of each item every MNIST file of it holds
+    "train-images-idx3-ubyte": (28, 28),
+    "train-labels-idx1-ubyte": (),
+    "t10k-images-idx3-ubyte": (28, 28),
+    "t10k-labels-idx1-ubyte": (),
 }
+ALL_MNIST_FILES = ", ".join(f"{name}[.gz]" for name in MNIST_FILES)
 UNSIGNED_BYTE = 0x08
 
 
@@ -72,16 +73,15 @@ def _find(folder: Path, name: str) -> Path | None:
     return None
 
 
-def _expected(name: str) -> str:
-    return ", ".join(f"{n}[.gz]" for n in MNIST_FILES) if name == "*" else f"{name}[.gz]"
+def _open(path: Path):
+    return gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")
 
 
 def idx_header(path: Path) -> tuple[tuple[int, ...], int]:
     """An IDX file's dimensions, and the bytes its data take after the header, checked against its
     size (a gzipped file's uncompressed size is in its last four bytes) and against MNIST's format."""
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as stream:
+        with _open(path) as stream:
             magic = stream.read(4)
             if len(magic) < 4 or magic[:2] != b"\0\0" or magic[2] != UNSIGNED_BYTE:
                 raise DataError(f"{path} is not an IDX file of unsigned bytes (it starts with {magic.hex() or 'nothing'})")
@@ -92,7 +92,7 @@ def idx_header(path: Path) -> tuple[tuple[int, ...], int]:
         raise DataError(f"{path} is truncated: it ends inside its header")
     dims = tuple(int(d) for d in np.frombuffer(head, dtype=">u4"))
     header = 4 + 4 * len(dims)
-    _, item = MNIST_FILES[path.name.removesuffix(".gz")]
+    item = MNIST_FILES[path.name.removesuffix(".gz")]
     if len(dims) != 1 + len(item) or dims[1:] != item:
         raise DataError(f"{path} holds items of shape {dims[1:]}, not MNIST's {item}")
     if path.suffix == ".gz":
@@ -109,9 +109,8 @@ def idx_header(path: Path) -> tuple[tuple[int, ...], int]:
 
 def _read_idx(path: Path) -> np.ndarray:
     dims, header = idx_header(path)
-    opener = gzip.open if path.suffix == ".gz" else open
     try:
-        with opener(path, "rb") as stream:
+        with _open(path) as stream:
             content = stream.read()
     except (OSError, EOFError) as error:
         raise DataError(f"{path} is truncated or damaged: {error}") from None
@@ -120,29 +119,37 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(content, dtype=np.uint8, offset=header).reshape(dims)
 
 
-def mnist_files(path: str | Path) -> dict[str, Path]:
-    """The four IDX files under `path`, checked (header and size); one-line `DataError` otherwise."""
+def mnist_files(path: str | Path) -> tuple[dict[str, Path], dict[str, int]]:
+    """The four IDX files under `path` and how many items each holds, checked (header and size);
+    one-line `DataError` otherwise."""
     folder = mnist_folder(path)
     if not folder.is_dir():
-        raise DataError(f"task.path={path} is not a directory; it must hold MNIST's IDX files ({_expected('*')}), "
+        raise DataError(f"task.path={path} is not a directory; it must hold MNIST's IDX files ({ALL_MNIST_FILES}), "
                         "or use task.download=true where there is internet")
     files = {name: _find(folder, name) for name in MNIST_FILES}
     missing = [name for name, found in files.items() if found is None]
     if missing:
-        raise DataError(f"task.path={path} lacks {_expected(missing[0])} (MNIST needs {_expected('*')}); "
+        raise DataError(f"task.path={path} lacks {missing[0]}[.gz] (MNIST needs {ALL_MNIST_FILES}); "
                         "put the files there, or use task.download=true where there is internet")
     counts = {name: idx_header(found)[0][0] for name, found in files.items()}
     for split in ("train", "t10k"):
         images, labels = counts[f"{split}-images-idx3-ubyte"], counts[f"{split}-labels-idx1-ubyte"]
         if images != labels:
             raise DataError(f"{files[f'{split}-images-idx3-ubyte']} holds {images} images but its labels file {labels} labels")
-    return files
+    return files, counts
 
 
-def mnist_counts(path: str | Path) -> tuple[int, int]:
-    """Training and test images available under `path` (after checking the files)."""
-    files = mnist_files(path)
-    return idx_header(files["train-images-idx3-ubyte"])[0][0], idx_header(files["t10k-images-idx3-ubyte"])[0][0]
+def available_mnist(path: str | Path, download: bool) -> tuple[int, int]:
+    """Training and test images under `path` (after checking the files), downloaded first where they
+    are not there and `download` is set."""
+    try:
+        _, counts = mnist_files(path)
+    except DataError:
+        if not download:
+            raise
+        download_mnist(path)
+        _, counts = mnist_files(path)
+    return counts["train-images-idx3-ubyte"], counts["t10k-images-idx3-ubyte"]
 
 
 def download_mnist(path: str | Path) -> None:
@@ -162,7 +169,7 @@ def download_mnist(path: str | Path) -> None:
 def mnist_data(path: str | Path, seed: int, n_train: int, n_test: int, eval_size: int) -> Dataset:
     """MNIST from the IDX files under `path`: `n_train` training and `n_test` test images, each split
     shuffled with `seed`."""
-    files = mnist_files(path)
+    files, _ = mnist_files(path)
 
     def split(prefix: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
         images = torch.from_numpy(_read_idx(files[f"{prefix}-images-idx3-ubyte"]).copy()).to(torch.float32).div(255)
