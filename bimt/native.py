@@ -40,9 +40,10 @@ def _sigmoid(z):
     e = exp(-|z|) is reduced as Cephes' `expf` does: |z| = n ln 2 + r with |r| <= ln 2 / 2, ln 2 in two
     parts whose first has so few bits that n times it, and its difference with |z|, are exact (the
     parentheses matter: computed the other way round the error grows to 45 ulp). exp(-r) comes from
-    a degree-7 polynomial and 2^-n is written straight into a float's exponent bits. Then sigmoid(z) = 1 / (1 + e) for z >= 0 and e / (1 + e) below, so that
-    neither side subtracts from 1. |z| is clamped at 87, where 2^-n is still a normal float. A NaN
-    stays NaN, so divergence is still seen.
+    a degree-7 polynomial and 2^-n is written straight into a float's exponent bits. Then
+    sigmoid(z) = 1 / (1 + e) for z >= 0 and e / (1 + e) below, so that neither side subtracts from 1.
+    |z| is clamped at 87, where 2^-n is still a normal float. A NaN stays NaN, so divergence is
+    still seen.
     """
     a = min(abs(z), np.float32(87.0))
     n = np.floor(a * np.float32(1.44269504) + np.float32(0.5))

@@ -66,7 +66,8 @@ class Stopwatch:
         self.stack = ["other"]
         self.last = time.perf_counter()
 
-    def _switch(self) -> None:
+    def switch(self) -> None:
+        """Charge the time since the last switch to the part running now."""
         now = time.perf_counter()
         self.seconds[self.stack[-1]] += now - self.last
         self.last = now
@@ -76,12 +77,12 @@ class Stopwatch:
         def timed(*args, **kwargs):
             if top_level_only and self.stack[-1] != "other":
                 return function(*args, **kwargs)
-            self._switch()
+            self.switch()
             self.stack.append(part)
             try:
                 return function(*args, **kwargs)
             finally:
-                self._switch()
+                self.switch()
                 self.stack.pop()
 
         return timed
@@ -115,7 +116,7 @@ def main() -> int:
         if exit.code:
             print(f"train.py exited with {exit.code}", file=sys.stderr)
             return 1
-    stopwatch._switch()
+    stopwatch.switch()
     wall = time.perf_counter() - began
     print(f"\ntrain.py {' '.join(overrides)}: {wall:.2f} s wall (after Python's own start)")
     parts = list(dict.fromkeys(part for part, *_ in TIMED)) + ["other"]
