@@ -3,28 +3,32 @@
 Library use, without Hydra::
 
     from bimt import BioMLP, connection_cost, relocate, train
+
+The whole method in one plain file, as the notebooks write it, is `bimt.reference`.
 """
 
-from bimt.batches import Minibatches
-from bimt.cost import connection_cost
-from bimt.model import BioMLP
-from bimt.relocate import relocate
-from bimt.schedule import Schedule
-from bimt.tasks import TASKS, Dataset, make_dataset
-from bimt.trainer import NullLogger, ReplicaSettings, TrainSettings, evaluate, train
+from bimt.network import AdamW, BioMLP, connection_cost, relocate
+from bimt.pictures import draw_network
+from bimt.tasks import TASKS, Dataset, Minibatches, make_dataset
+from bimt.tasks.dataset import stack_datasets
+from bimt.training import NullLogger, RecordingLogger, ReplicaSettings, Schedule, TrainSettings, evaluate, train
 
 __all__ = [
     "TASKS",
+    "AdamW",
     "BioMLP",
     "Dataset",
     "Minibatches",
     "NullLogger",
+    "RecordingLogger",
     "ReplicaSettings",
     "Schedule",
     "TrainSettings",
     "connection_cost",
+    "draw_network",
     "evaluate",
     "make_dataset",
     "relocate",
+    "stack_datasets",
     "train",
 ]

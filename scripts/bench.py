@@ -40,17 +40,17 @@ import torch
 from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests"))  # the literal algorithm is kept with the tests, as their oracle
+from bimt import BioMLP, NullLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, relocate, train
+from bimt.experiment.plan import build_model, build_settings, group_data, replica_settings, task_data
+from bimt.experiment.schema import DTYPES
+from bimt.experiment.validate import load_config, validate
+from bimt.experiment.memory import keep_freed_memory
+from bimt.engines.native import unsupported
+from bimt.experiment.tensorboard import RunLogger
+from bimt.tasks.dataset import stack_datasets
+from bimt.tasks import TASKS
 
-from bimt import BioMLP, NullLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, relocate, train  # noqa: E402
-from bimt.config import DTYPES, load_config, resolve_task, task_data  # noqa: E402
-from bimt.memory import keep_freed_memory  # noqa: E402
-from bimt.native import unsupported  # noqa: E402
-from bimt.outputs import RunLogger  # noqa: E402
-from bimt.run import build_model, build_settings, group_data, replica_settings, stack_datasets  # noqa: E402
-from bimt.tasks import TASKS  # noqa: E402
-
-from reference import (  # noqa: E402
+from bimt.reference import (
     PAPER,
     LiteralData,
     LiteralGridMLP,
@@ -83,7 +83,7 @@ def bench_task(name: str, steps: int, repeats: int, run_repeats: int) -> dict[st
     shape = [task.inputs, *hidden, task.outputs]
     data = make_dataset(task, seed)
     stacked = stack_datasets([data], torch.device("cpu"))
-    schedule = Schedule(boost=boost, decay=decay)
+    schedule = Schedule(boost=boost, rescale=decay)
     results = {}
 
     def literal_run():
@@ -124,9 +124,9 @@ def bench_classifier(name: str, steps: int, run_repeats: int) -> dict[str, Any]:
     autograd, the test set's forward pass on every step, swap-recompute-unswap relocation) against the
     project's engines on the task's own config. An engine that cannot run the task says why."""
     config = compose_config([f"task={name}", f"steps={steps}"])
-    task = resolve_task(config.task)
+    task = validate(config)
     cpu = torch.device("cpu")
-    stacked = stack_datasets([task_data(config.task, task, config.run_seed)], cpu)
+    stacked = stack_datasets([task_data(config, task, config.run_seed)], cpu)
     results: dict[str, Any] = {}
 
     def literal_run():
@@ -141,7 +141,7 @@ def bench_classifier(name: str, steps: int, run_repeats: int) -> dict[str, Any]:
             continue
 
         def project_run(engine=engine):
-            settings = replace(build_settings(config), engine=engine, progress=False, snapshot_every=0,
+            settings = replace(build_settings(config, task), engine=engine, progress=False, snapshot_every=0,
                                checkpoint_every=0)
             train(build_model(config, task, [config.run_seed]), stacked, replica_settings([config], cpu),
                   config.schedule, settings, NullLogger())
@@ -173,8 +173,8 @@ def bench_grid(steps: int, run_repeats: int, sizes: list[int]) -> dict[str, Any]
         write_random_mnist(Path(folder), 6000, 2000)
         config = compose_config(["task=mnist", f"task.path={folder}", "task.n_train=6000", "task.n_test=2000",
                                  f"steps={steps}"])
-        task = resolve_task(config.task)
-        single = group_data(config, task, [config.run_seed], cpu)
+        task = validate(config)
+        single = group_data(config, task, [config.run_seed], [config.data_seed], cpu)
         results["native_unsupported"] = unsupported(False, torch.float32, True, task.loss, True)
 
         def literal_run():
@@ -188,10 +188,10 @@ def bench_grid(steps: int, run_repeats: int, sizes: list[int]) -> dict[str, Any]
         for replicas in sizes:
             seeds = list(range(config.run_seed, config.run_seed + replicas))
             configs = [replace(config, seed=seed) for seed in seeds]
-            data = group_data(config, task, seeds, cpu)
+            data = group_data(config, task, seeds, [c.data_seed for c in configs], cpu)
 
             def project_run():
-                settings = replace(build_settings(config), progress=False, snapshot_every=0, checkpoint_every=0)
+                settings = replace(build_settings(config, task), progress=False, snapshot_every=0, checkpoint_every=0)
                 train(build_model(config, task, seeds), data, replica_settings(configs, cpu), config.schedule,
                       settings, NullLogger())
 
@@ -219,7 +219,7 @@ def bench_batched(sizes: list[int], steps: int, literal_ms_per_step: float,
     """
     task = TASKS[task_name]
     _, hidden, boost, decay = PAPER[task_name]
-    schedule = Schedule(boost=boost, decay=decay)
+    schedule = Schedule(boost=boost, rescale=decay)
     results = {}
 
     def timed(engine: str, replicas: int) -> float:
@@ -280,8 +280,8 @@ def wall_s(commands: list[list[str]]) -> float:
 
 
 LITERAL_PROCESS = (  # the notebook's whole process: imports, data, the literal loop of 20000 steps
-    "import sys; sys.path.insert(0, 'tests'); import torch; torch.set_num_threads(1); "
-    "from bimt import TASKS, make_dataset; from reference import literal_model, literal_train; "
+    "import torch; torch.set_num_threads(1); "
+    "from bimt import TASKS, make_dataset; from bimt.reference import literal_model, literal_train; "
     "literal_train(literal_model([4, 20, 20, 2], 0), make_dataset(TASKS['independence'], 0), 5, 20000, 200)"
 )
 
@@ -381,7 +381,7 @@ def main() -> int:
         largest = max(sizes)
         print(f"eager at K={largest}: {batched[f'eager_K{largest}_default_malloc_ms_per_step']:.2f} ms/step with "
               f"glibc's default malloc, {batched[f'eager_K{largest}_kept_memory_ms_per_step']:.2f} ms/step "
-              f"keeping freed memory (bimt.memory)")
+              f"keeping freed memory (bimt.experiment.memory)")
     if 50 in sizes:
         composed = results["batched_compositionality"] = bench_batched(
             [50], args.batched_steps, results["tasks"]["compositionality"]["literal_ms_per_step"], "compositionality")

@@ -70,27 +70,25 @@ def measure() -> dict[str, dict[str, float]]:
     """The largest relative differences of this process's kernel path (see the module doc)."""
     import torch
 
-    sys.path.insert(0, str(REPO / "tests"))
-    from bimt import BioMLP, ReplicaSettings, Schedule, TrainSettings, make_dataset, train
-    from bimt.run import stack_datasets
+    from bimt import BioMLP, RecordingLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, stack_datasets, train
+    from bimt.reference import PAPER, literal_model, literal_train
     from bimt.tasks import TASKS
-
-    from conftest import ReplicaRecorder, switches
-    from reference import PAPER, literal_model, literal_train
 
     torch.set_num_threads(1)
 
     def switches_of(types):
-        return ReplicaSettings(*(torch.cat(parts) for parts in zip(*(
-            (s.l1, s.locality, s.swap) for s in map(switches, types)))))
+        """The paper's train types (1 none, 2 L1, 3 L1+local, 4 L1+swap, 5 all) as per-replica switches."""
+        return ReplicaSettings(l1=torch.tensor([t > 1 for t in types]),
+                               locality=torch.tensor([1.0 if t in (3, 5) else 0.0 for t in types]),
+                               swap=torch.tensor([t >= 4 for t in types]))
 
     def run(task_name, seeds, types, engine):
         _, hidden, boost, decay = PAPER[task_name]
         task = TASKS[task_name]
         model = BioMLP([task.inputs, *hidden, task.outputs], seeds)
         data = stack_datasets([make_dataset(task, seed) for seed in seeds], torch.device("cpu"))
-        recorder = ReplicaRecorder()
-        train(model, data, switches_of(types), Schedule(boost=boost, decay=decay),
+        recorder = RecordingLogger()
+        train(model, data, switches_of(types), Schedule(boost=boost, rescale=decay),
               TrainSettings(STEPS, log_every=10, progress=False, engine=engine), recorder)
         return model, recorder.rows
 
@@ -137,20 +135,17 @@ def measure() -> dict[str, dict[str, float]]:
 
         from hydra import compose, initialize_config_dir
 
-        from bimt.config import load_config, resolve_task, task_data
-        from bimt.run import build_model, build_settings, replica_settings
+        from bimt.experiment.plan import plan_group
+        from bimt.experiment.validate import load_config, validate
 
         with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
             configs = [load_config(compose("config", [f"task={task_name}", f"steps={CLASSIFIER_STEPS}", f"seed={seed}",
                                                       f"train_type={train_type}", f"engine={engine}"]))
                        for seed, train_type in jobs]
-        task, cpu = resolve_task(configs[0].task), torch.device("cpu")
-        data = stack_datasets([task_data(c.task, task, c.run_seed) for c in configs], cpu)
-        model, recorder = build_model(configs[0], task, [c.run_seed for c in configs]), ReplicaRecorder()
-        settings = replace(build_settings(configs[0]), log_every=10, snapshot_every=0, checkpoint_every=0,
-                           progress=False)
-        train(model, data, replica_settings(configs, cpu), configs[0].schedule, settings, recorder)
-        return model, recorder.rows
+        plan, recorder = plan_group(configs, validate(configs[0])), RecordingLogger()
+        settings = replace(plan.settings, log_every=10, snapshot_every=0, checkpoint_every=0, progress=False)
+        train(plan.model, plan.data, plan.replicas, configs[0].schedule, settings, recorder)
+        return plan.model, recorder.rows
 
     moons_boost = CLASSIFIER_STEPS // 2
     for job in CLASSIFIER_PLAN:

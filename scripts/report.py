@@ -3,7 +3,7 @@
 
 import sys
 
-from bimt.report import main
+from bimt.experiment.report import main
 
 if __name__ == "__main__":
     sys.exit(main())

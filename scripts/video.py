@@ -3,7 +3,7 @@
 
 import sys
 
-from bimt.video import main
+from bimt.pictures.video import main
 
 if __name__ == "__main__":
     sys.exit(main())

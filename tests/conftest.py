@@ -13,7 +13,7 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from bimt.trainer import ReplicaSettings
+from bimt.training import RecordingLogger, ReplicaSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(__file__).resolve().parent / "data"
@@ -70,22 +70,6 @@ def scalars(run_dir: Path) -> dict[str, dict[int, float]]:
 def _one_thread():
     """Tests compute in one thread, as runs do by default, so numbers are the runs' numbers."""
     torch.set_num_threads(1)
-
-
-class ReplicaRecorder:
-    """Keeps every logged value, per step and tag, as a list over replicas."""
-
-    def __init__(self):
-        self.rows = {}
-
-    def scalars(self, step, values):
-        self.rows[step] = {tag: value.tolist() for tag, value in values.items()}
-
-    def snapshot(self, step, model):
-        pass
-
-    def checkpoint(self, steps_done, model, optimizer):
-        pass
 
 
 def switches(train_type: int) -> ReplicaSettings:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from bimt.analysis import (
+from bimt.tasks.metrics import (
     dependency_matrix,
     intervention,
     intervention_effect,
@@ -15,8 +15,8 @@ from bimt.analysis import (
     prune,
     wire_length,
 )
-from bimt.model import BioMLP
-from bimt.run import stack_datasets
+from bimt.network.model import BioMLP
+from bimt.tasks.dataset import stack_datasets
 from bimt.tasks import TASKS, make_dataset
 
 
@@ -73,8 +73,8 @@ def test_wire_length_is_the_weight_weighted_mean_distance():
 
 
 def test_trained_independence_network_reports_consistent_metrics():
-    from bimt.schedule import Schedule
-    from bimt.trainer import NullLogger, ReplicaSettings, TrainSettings, train
+    from bimt.training.schedule import Schedule
+    from bimt.training.loop import NullLogger, ReplicaSettings, TrainSettings, train
 
     task = TASKS["independence"]
     data = stack_datasets([make_dataset(task, 0)], torch.device("cpu"))

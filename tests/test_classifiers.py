@@ -14,9 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from bimt.config import task_data
-from bimt.losses import LOSSES, measure
-from bimt.report import load_trained
+from bimt.experiment.plan import task_data
+from bimt.tasks.losses import LOSSES, measure
+from bimt.experiment.report import load_trained
 
 from conftest import read_events, scalars, train_cli
 
@@ -56,7 +56,7 @@ def test_checkpoint_gives_back_the_final_numbers(classifier_run):
     task, run_dir = classifier_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     model, spec, config = load_trained(run_dir)
-    data = task_data(config.task, spec, config.run_seed)
+    data = task_data(config, spec, config.run_seed)
     for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
         values = measure(model, x[None], y[None], LOSSES[spec.loss])
         assert values["acc"].item() == metrics[f"{split}_acc"]
@@ -118,7 +118,7 @@ BAD = [
     (("task=modular_addition", "model.embedding_dim=0"), "model.embedding_dim=0 is not allowed"),
     (("task=two_moons", "model.embedding_dim=8"), "model.embedding_dim=8 does not apply to task two_moons"),
     (("task=two_moons", "model.dtype=float16"), "model.dtype='float16' is unknown"),
-    (("task=two_moons", "relocate.weight_factor=-1"), "relocate.weight_factor=-1.0 is not allowed"),
+    (("task=two_moons", "relocate.locality=-1"), "relocate.locality=-1.0 is not allowed"),
 ]
 
 
@@ -138,24 +138,20 @@ def _train_group(task_name: str, jobs: list[tuple[int, int]], steps: int, engine
 
     from hydra import compose, initialize_config_dir
 
-    from bimt.config import load_config, resolve_task
-    from bimt.run import build_model, build_settings, replica_settings, stack_datasets
-    from bimt.trainer import train
+    from bimt.experiment.plan import plan_group
+    from bimt.experiment.validate import load_config, validate
+    from bimt.training import train
 
-    from conftest import REPO, ReplicaRecorder
+    from conftest import REPO, RecordingLogger
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         configs = [load_config(compose("config", [f"task={task_name}", f"steps={steps}", f"seed={seed}",
                                                   f"train_type={train_type}", f"engine={engine}"]))
                    for seed, train_type in jobs]
-    task = resolve_task(configs[0].task)
-    cpu = torch.device("cpu")
-    data = stack_datasets([task_data(c.task, task, c.run_seed) for c in configs], cpu)
-    model = build_model(configs[0], task, [c.run_seed for c in configs])
-    recorder = ReplicaRecorder()
-    settings = replace(build_settings(configs[0]), log_every=10, snapshot_every=0, checkpoint_every=0, progress=False)
-    train(model, data, replica_settings(configs, cpu), configs[0].schedule, settings, recorder)
-    return model, recorder
+    plan, recorder = plan_group(configs, validate(configs[0])), RecordingLogger()
+    settings = replace(plan.settings, log_every=10, snapshot_every=0, checkpoint_every=0, progress=False)
+    train(plan.model, plan.data, plan.replicas, configs[0].schedule, settings, recorder)
+    return plan.model, recorder
 
 
 # Batched eager runs call baddbmm/bmm, which MKL may round differently from a single run's addmm/mm.

@@ -6,7 +6,7 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from bimt.config import load_config
+from bimt.experiment.validate import load_config
 from bimt.tasks import TASKS
 
 from conftest import REPO, train_cli
@@ -34,11 +34,11 @@ def test_every_task_and_train_type_composes_and_validates(task, train_type):
 def test_tasks_pick_the_papers_seed_model_and_schedule():
     independence = load_config(composed("task=independence"))
     assert (independence.run_seed, independence.model.hidden) == (0, [20, 20])
-    assert (independence.schedule.boost, independence.schedule.decay) == (10.0, 0.1)
+    assert (independence.schedule.boost, independence.schedule.rescale) == (10.0, 0.1)
     assert load_config(composed("task=feature_sharing")).run_seed == 4
     compositionality = load_config(composed("task=compositionality"))
     assert (compositionality.run_seed, compositionality.model.hidden) == (3, [20, 20, 20, 20])
-    assert (compositionality.schedule.boost, compositionality.schedule.decay) == (3.0, 1.0)
+    assert (compositionality.schedule.boost, compositionality.schedule.rescale) == (3.0, 1.0)
 
 
 def test_classifier_tasks_carry_their_notebooks_settings():
@@ -49,9 +49,9 @@ def test_classifier_tasks_carry_their_notebooks_settings():
     assert (addition.run_seed, addition.task.p, addition.task.train_fraction, addition.optim.lr) == (4, 59, 0.8, 0.001)
     assert (addition.model.dtype, addition.model.mean_cost, addition.model.embedding_dim, addition.model.l0) == (
         "float64", True, 32, 0.5)
-    assert (addition.model.weight_factor, addition.relocate.weight_factor, addition.relocate.top_k) == (2.0, 2.0, 30)
+    assert (addition.model.locality, addition.relocate.locality, addition.relocate.top_k) == (2.0, 2.0, 30)
     s4 = load_config(composed("task=permutation_s4"))
-    assert (s4.run_seed, s4.optim.lr, s4.model.weight_factor, s4.relocate.weight_factor) == (1, 0.002, 1.0, 2.0)
+    assert (s4.run_seed, s4.optim.lr, s4.model.locality, s4.relocate.locality) == (1, 0.002, 1.0, 2.0)
     assert {s4.schedule.lam(step, 20000) for step in (0, 5000, 15000)} == {1.0}
 
 
@@ -102,7 +102,7 @@ BAD_INPUTS = [
     ("model.hidden=[]", "model.hidden=[]"),
     ("model.l0=-0.1", "model.l0=-0.1"),
     ("schedule.lambda0=-1", "schedule.lambda0=-1.0"),
-    ("schedule.boost_at=0.9", "schedule.boost_at=0.9 is after schedule.decay_at=0.75"),
+    ("schedule.boost_at=0.9", "schedule.boost_at=0.9 is after schedule.rescale_at=0.75"),
     ("schedule.bias_from=1.5", "schedule.bias_from=1.5"),
     ("task.n_test=0", "task.n_test=0"),
     ("task.noise=-1", "task.noise=-1.0"),
@@ -111,7 +111,7 @@ BAD_INPUTS = [
     ("task.outputs=[x1]", "task.outputs cannot be used with the paper task independence"),
     ("model.hidden=[100000,100000]", "model.hidden=[100000, 100000] needs about"),
     ("schedule.boost=nan", "schedule.boost=nan is not allowed; it must be a finite number >= 0"),
-    ("schedule.decay=inf", "schedule.decay=inf"),
+    ("schedule.rescale=inf", "schedule.rescale=inf"),
     ("schedule.lambda0=nan", "schedule.lambda0=nan"),
     ("task.inputs=3", "task.inputs=3 is only for custom tasks"),
     ("seed=-2", "seed=-2"),
@@ -144,14 +144,14 @@ def test_the_library_defaults_are_the_yaml_defaults():
     """`TrainSettings` and `Schedule` keep defaults for use without Hydra; they must be conf/'s values."""
     from omegaconf import OmegaConf
 
-    from bimt.schedule import Schedule
-    from bimt.trainer import TrainSettings
+    from bimt.training.schedule import Schedule
+    from bimt.training.loop import TrainSettings
 
     conf = OmegaConf.load(REPO / "conf" / "config.yaml")
     settings = TrainSettings(steps=1)
     assert (settings.lr, settings.weight_decay) == (conf.optim.lr, conf.optim.weight_decay)
     assert (settings.relocate_every, settings.top_k) == (conf.relocate.every, conf.relocate.top_k)
-    assert settings.relocate_weight_factor == conf.relocate.weight_factor
+    assert settings.relocate_locality == conf.relocate.locality
     assert settings.permute_optimizer_state == conf.relocate.permute_optimizer_state
     assert settings.log_every == conf.log_every
     assert Schedule() == Schedule(**OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "schedule" / "paper.yaml")))

@@ -10,8 +10,8 @@ import torch
 from PIL import Image
 from tensorboard.plugins.hparams import plugin_data_pb2
 
-from bimt.cost import connection_cost
-from bimt.model import BioMLP
+from bimt.network.cost import connection_cost
+from bimt.network.model import BioMLP
 
 from conftest import read_events, scalars, train_cli
 

@@ -13,15 +13,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bimt.model import BioMLP
-from bimt.native import _sigmoid
-from bimt.run import stack_datasets
-from bimt.schedule import Schedule
+from bimt.network.model import BioMLP
+from bimt.engines.native import _sigmoid
+from bimt.tasks.dataset import stack_datasets
+from bimt.training.schedule import Schedule
 from bimt.tasks import TASKS, make_dataset
-from bimt.trainer import ReplicaSettings, TrainSettings, train
+from bimt.training.loop import ReplicaSettings, TrainSettings, train
 
-from conftest import ReplicaRecorder, switches
-from reference import PAPER
+from conftest import RecordingLogger, switches
+from bimt.reference import PAPER
 
 STEPS = 600  # lambda boost at 150, biases and decay at 450, relocations after 199, 399 and 599
 
@@ -33,8 +33,8 @@ def run(task_name, seeds, train_types, engine, steps=STEPS, geometry="line", hid
     data = stack_datasets([make_dataset(task, seed) for seed in seeds], torch.device("cpu"))
     replicas = ReplicaSettings(*(torch.cat(parts) for parts in zip(*(
         (s.l1, s.locality, s.swap) for s in map(switches, train_types)))))
-    recorder = ReplicaRecorder()
-    result = train(model, data, replicas, Schedule(boost=boost, decay=decay),
+    recorder = RecordingLogger()
+    result = train(model, data, replicas, Schedule(boost=boost, rescale=decay),
                    TrainSettings(steps, log_every=10, progress=False, engine=engine, **settings), recorder)
     return model, recorder.rows, result
 

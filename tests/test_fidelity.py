@@ -19,14 +19,14 @@ import json
 import pytest
 import torch
 
-from bimt.model import BioMLP
-from bimt.run import stack_datasets
-from bimt.schedule import Schedule
+from bimt.network.model import BioMLP
+from bimt.tasks.dataset import stack_datasets
+from bimt.training.schedule import Schedule
 from bimt.tasks import TASKS, make_dataset
-from bimt.trainer import ReplicaSettings, TrainSettings, train
+from bimt.training.loop import ReplicaSettings, TrainSettings, train
 
-from conftest import DATA, ReplicaRecorder, scalars, switches, train_cli
-from reference import PAPER, literal_model, literal_train
+from conftest import DATA, RecordingLogger, scalars, switches, train_cli
+from bimt.reference import PAPER, literal_model, literal_train
 
 GOLDEN_TAGS = {"train": "loss/train", "test": "loss/test", "reg": "cost/connection"}
 
@@ -46,8 +46,8 @@ def test_training_equals_the_literal_algorithm_bit_for_bit(task_name, train_type
     expected = literal_train(literal, data, train_type, steps, log_every=10, boost=boost, decay=decay)
 
     model = BioMLP(shape, [seed])
-    recorder = ReplicaRecorder()
-    schedule = Schedule(boost=boost, decay=decay)
+    recorder = RecordingLogger()
+    schedule = Schedule(boost=boost, rescale=decay)
     train(model, stack_datasets([data], torch.device("cpu")), switches(train_type), schedule,
           TrainSettings(steps, log_every=10, progress=False), recorder)
 
@@ -102,12 +102,12 @@ def test_replica_r_of_a_batched_run_equals_the_single_run():
     batched = BioMLP([4, 20, 20, 2], [seed for seed, _ in plan])
     switches_batched = ReplicaSettings(*(torch.cat(parts) for parts in zip(*(
         (s.l1, s.locality, s.swap) for s in (switches(tt) for _, tt in plan)))))
-    together = ReplicaRecorder()
+    together = RecordingLogger()
     train(batched, stack_datasets(datasets, torch.device("cpu")), switches_batched, Schedule(), settings, together)
 
     for r, ((seed, train_type), data) in enumerate(zip(plan, datasets)):
         single = BioMLP([4, 20, 20, 2], [seed])
-        alone = ReplicaRecorder()
+        alone = RecordingLogger()
         train(single, stack_datasets([data], torch.device("cpu")), switches(train_type), Schedule(), settings, alone)
         for step in range(0, steps, 10):
             tolerance = 1e-5 if step < steps // 4 else 1e-2  # as for the golden files: see the module doc

@@ -16,12 +16,12 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from bimt.config import load_config, resolve_task, task_data
-from bimt.run import build_model, build_settings, replica_settings, stack_datasets
-from bimt.trainer import train
+from bimt.experiment.plan import plan_group
+from bimt.experiment.validate import load_config, validate
+from bimt.training import train
 
-from conftest import REPO, ReplicaRecorder
-from reference import literal_classifier_train, notebook
+from conftest import REPO, RecordingLogger
+from bimt.reference import literal_classifier_train, notebook
 
 STEPS = 1000  # relocations after steps 199, 399, ..., 999; lambda changes at 250 / 500 / 750
 
@@ -37,12 +37,10 @@ def test_eager_run_equals_the_notebook_loop_bit_for_bit(task_name):
     expected = literal_classifier_train(literal, literal_data, STEPS, lr, lambdas, weight_factor, top_k, log_every=10)
 
     config = composed(task_name)
-    task = resolve_task(config.task)
-    data = stack_datasets([task_data(config.task, task, config.run_seed)], torch.device("cpu"))
-    model = build_model(config, task, [config.run_seed])
-    recorder = ReplicaRecorder()
-    settings = replace(build_settings(config), log_every=10, snapshot_every=0, checkpoint_every=0, progress=False)
-    train(model, data, replica_settings([config], torch.device("cpu")), config.schedule, settings, recorder)
+    plan, recorder = plan_group([config], validate(config)), RecordingLogger()
+    model = plan.model
+    settings = replace(plan.settings, log_every=10, snapshot_every=0, checkpoint_every=0, progress=False)
+    train(model, plan.data, plan.replicas, config.schedule, settings, recorder)
 
     tags = ("loss/train", "loss/test", "acc/train", "acc/test", "cost/connection")
     logged = {step: tuple(row[tag][0] for tag in tags) for step, row in recorder.rows.items()}

@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
-from bimt.config import ConfigError, TaskConfig, check_formulas_are_finite, resolve_task
-from bimt.formula import FormulaError, parse
+from bimt.experiment.schema import TaskConfig
+from bimt.tasks import SettingError, build_task, formulas
+from bimt.tasks.expressions import FormulaError, parse
 from bimt.tasks import TASKS, make_dataset
 
 from conftest import REPO, scalars, train_cli
@@ -143,7 +144,7 @@ PAPER_FORMULAS = {
 @pytest.mark.parametrize("name", sorted(PAPER_FORMULAS))
 def test_paper_tasks_as_formulas_give_exactly_the_built_in_data(name):
     built_in = TASKS[name]
-    same = resolve_task(custom(inputs=built_in.inputs, outputs=PAPER_FORMULAS[name]))
+    same = build_task(custom(inputs=built_in.inputs, outputs=PAPER_FORMULAS[name]))
     for seed in (0, 3, 4):
         a, b = make_dataset(built_in, seed), make_dataset(same, seed)
         for field in ("train_x", "train_y", "test_x", "test_y"):
@@ -151,19 +152,21 @@ def test_paper_tasks_as_formulas_give_exactly_the_built_in_data(name):
 
 
 def test_inputs_default_to_the_highest_variable_used():
-    assert resolve_task(custom(outputs=["x1*x3"])).inputs == 3
+    assert build_task(custom(outputs=["x1*x3"])).inputs == 3
 
 
 def test_formulas_with_nan_or_inf_on_the_inputs_are_rejected_with_a_count():
     config = custom(outputs=["x1", "log(x1)"])
-    with pytest.raises(ConfigError, match=r"task.outputs\[1\]='log\(x1\)' gives NaN or inf on \d+ of 200 .*task.low"):
-        check_formulas_are_finite(config, resolve_task(config), seed=0)
+    task = build_task(config)
+    with pytest.raises(SettingError, match=r"task.outputs\[1\]='log\(x1\)' gives NaN or inf on \d+ of 200 .*task.low"):
+        formulas.check_finite(config, task.data(task, config, 0))
     positive = custom(outputs=["log(x1)"], low=0.5, high=2.0)
-    check_formulas_are_finite(positive, resolve_task(positive), seed=0)
+    task = build_task(positive)
+    formulas.check_finite(positive, task.data(task, positive, 0))
 
 
 def test_label_noise_changes_training_labels_only():
-    task = resolve_task(custom(outputs=["x1*x2"]))
+    task = build_task(custom(outputs=["x1*x2"]))
     clean, noisy = make_dataset(task, 0), make_dataset(task, 0, noise=0.1)
     assert np.array_equal(clean.train_x.numpy(), noisy.train_x.numpy())
     assert np.array_equal(clean.test_y.numpy(), noisy.test_y.numpy())

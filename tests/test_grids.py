@@ -18,17 +18,18 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from bimt.batches import Minibatches
-from bimt.config import load_config, resolve_task, task_data
-from bimt.geometry import grid_coordinates, ring_coordinates
-from bimt.model import BioMLP
-from bimt.report import load_trained
-from bimt.run import build_model, build_settings, group_data, replica_settings
+from bimt.tasks.minibatches import Minibatches
+from bimt.experiment.plan import task_data
+from bimt.experiment.validate import load_config, validate
+from bimt.network.geometry import grid_coordinates, ring_coordinates
+from bimt.network.model import BioMLP
+from bimt.experiment.report import load_trained
+from bimt.experiment.plan import build_model, build_settings, group_data, replica_settings
 from bimt.tasks.images import DataError, mnist_data
-from bimt.trainer import train
+from bimt.training.loop import train
 
-from conftest import REPO, ReplicaRecorder, scalars, train_cli
-from reference import LiteralData, LiteralGridMLP, literal_grid_train
+from conftest import REPO, RecordingLogger, scalars, train_cli
+from bimt.reference import LiteralData, LiteralGridMLP, literal_grid_train
 
 
 def composed(*overrides: str):
@@ -52,11 +53,11 @@ def test_grid_model_has_the_notebooks_coordinates_and_wire_lengths():
 def test_eager_digits_run_equals_the_notebook_loop_on_the_same_minibatches_bit_for_bit():
     steps = 600  # lambda x10 at steps 150 and 300; a relocation after step 499
     config = composed("task=digits", f"steps={steps}", "log_every=20")
-    task = resolve_task(config.task)
-    data = group_data(config, task, [config.run_seed], torch.device("cpu"))
+    task = validate(config)
+    data = group_data(config, task, [config.run_seed], [config.data_seed], torch.device("cpu"))
     model = build_model(config, task, [config.run_seed])
-    recorder = ReplicaRecorder()
-    settings = replace(build_settings(config), snapshot_every=0, checkpoint_every=0, progress=False)
+    recorder = RecordingLogger()
+    settings = replace(build_settings(config, task), snapshot_every=0, checkpoint_every=0, progress=False)
     train(model, data, replica_settings([config], torch.device("cpu")), config.schedule, settings, recorder)
 
     torch.manual_seed(1)  # the notebook's seed, then its network
@@ -81,16 +82,16 @@ def test_batched_digits_replicas_track_their_single_runs():
     x100 by step 150, a relocation after step 199), the losses agree to 2.7e-4 (relative) and the
     parameters to 1.8e-3, with the same swaps; the tolerances are 1e-2 and 2e-2."""
     config = composed("task=digits", "steps=300", "log_every=10", "relocate.every=200")
-    task = resolve_task(config.task)
-    settings = replace(build_settings(config), snapshot_every=0, checkpoint_every=0, progress=False)
+    task = validate(config)
+    settings = replace(build_settings(config, task), snapshot_every=0, checkpoint_every=0, progress=False)
     cpu = torch.device("cpu")
     seeds = [1, 2, 3]
     configs = [replace(config, seed=seed) for seed in seeds]
-    batched, together = build_model(config, task, seeds), ReplicaRecorder()
-    train(batched, group_data(config, task, seeds, cpu), replica_settings(configs, cpu), config.schedule, settings, together)
+    batched, together = build_model(config, task, seeds), RecordingLogger()
+    train(batched, group_data(config, task, seeds, [c.data_seed for c in configs], cpu), replica_settings(configs, cpu), config.schedule, settings, together)
     for replica, seed in enumerate(seeds):
-        single, alone = build_model(config, task, [seed]), ReplicaRecorder()
-        train(single, group_data(configs[replica], task, [seed], cpu), replica_settings([configs[replica]], cpu),
+        single, alone = build_model(config, task, [seed]), RecordingLogger()
+        train(single, group_data(configs[replica], task, [seed], [configs[replica].data_seed], cpu), replica_settings([configs[replica]], cpu),
               config.schedule, settings, alone)
         for step, row in alone.rows.items():
             assert together.rows[step]["loss/train"][replica] == pytest.approx(row["loss/train"][0], rel=1e-2)
@@ -115,40 +116,40 @@ def test_minibatches_are_epochs_of_a_seeded_shuffle_known_from_the_step_alone():
 def test_a_minibatch_step_is_a_full_batch_step_on_that_batch(task_overrides):
     """Steps 0-2 on minibatches equal full-batch steps on datasets holding just those batches (with
     token embeddings too, whose gradient rows follow the batch)."""
-    config = composed(*task_overrides, "steps=3", "schedule.boost_at=1.0", "schedule.decay_at=1.0")  # lambda fixed
-    task = resolve_task(config.task)
-    settings = replace(build_settings(config), snapshot_every=0, checkpoint_every=0, progress=False)
+    config = composed(*task_overrides, "steps=3", "schedule.boost_at=1.0", "schedule.rescale_at=1.0")  # lambda fixed
+    task = validate(config)
+    settings = replace(build_settings(config, task), snapshot_every=0, checkpoint_every=0, progress=False)
     switches = replica_settings([config], torch.device("cpu"))
-    data = group_data(config, task, [config.run_seed], torch.device("cpu"))
+    data = group_data(config, task, [config.run_seed], [config.data_seed], torch.device("cpu"))
     batched = build_model(config, task, [config.run_seed])
-    train(batched, data, switches, config.schedule, settings, ReplicaRecorder())
+    train(batched, data, switches, config.schedule, settings, RecordingLogger())
 
     model = build_model(config, task, [config.run_seed])
     optimizer = None
     for step in range(3):
         index = data.batches.indices(step)
         batch = replace(data, train_x=data.train_x[:, index[0]], train_y=data.train_y[:, index[0]], batches=None)
-        optimizer = train(model, batch, switches, config.schedule, replace(settings, steps=step + 1), ReplicaRecorder(),
+        optimizer = train(model, batch, switches, config.schedule, replace(settings, steps=step + 1), RecordingLogger(),
                           optimizer, step).optimizer
     assert torch.equal(batched.params, model.params)
 
 
 def test_a_stopped_digits_run_continues_with_the_batches_it_would_have_seen():
     config = composed("task=digits", "steps=400", "log_every=50", "relocate.every=100")
-    task = resolve_task(config.task)
-    settings = replace(build_settings(config), snapshot_every=0, checkpoint_every=0, progress=False)
+    task = validate(config)
+    settings = replace(build_settings(config, task), snapshot_every=0, checkpoint_every=0, progress=False)
 
     def trained(stop_after=None):
-        data = group_data(config, task, [config.run_seed], torch.device("cpu"))
+        data = group_data(config, task, [config.run_seed], [config.data_seed], torch.device("cpu"))
         model = build_model(config, task, [config.run_seed])
         switches = replica_settings([config], torch.device("cpu"))
         stops = iter(range(10**6))
-        result = train(model, data, switches, config.schedule, settings, ReplicaRecorder(),
+        result = train(model, data, switches, config.schedule, settings, RecordingLogger(),
                        should_stop=lambda: stop_after is not None and next(stops) + 1 == stop_after)
         if stop_after is not None:  # continue in a fresh engine, with fresh minibatches
             assert result.status == "interrupted" and 0 < result.steps_done < 400
-            data = group_data(config, task, [config.run_seed], torch.device("cpu"))
-            train(model, data, switches, config.schedule, settings, ReplicaRecorder(), result.optimizer,
+            data = group_data(config, task, [config.run_seed], [config.data_seed], torch.device("cpu"))
+            train(model, data, switches, config.schedule, settings, RecordingLogger(), result.optimizer,
                   result.steps_done)
         return model
 
@@ -255,9 +256,11 @@ def test_mnist_with_a_truncated_file_is_one_line(tmp_path):
     assert not (tmp_path / "run").exists()
 
 
-def test_a_batched_sweep_shares_one_copy_of_the_data():
-    config = composed("task=digits")
-    data = group_data(config, resolve_task(config.task), [1, 2, 3], torch.device("cpu"))
+def test_a_batched_sweep_on_fixed_data_shares_one_copy_of_it():
+    config = composed("task=digits", "task.fixed_data=true")
+    data_seeds = [replace(config, seed=seed).data_seed for seed in (1, 2, 3)]
+    assert data_seeds == [0, 0, 0]
+    data = group_data(config, validate(config), [1, 2, 3], data_seeds, torch.device("cpu"))
     assert data.train_x.shape == (3, 1500, 64) and data.train_x.stride(0) == 0
     assert data.batches.seeds == [1, 2, 3]
 
@@ -288,7 +291,7 @@ def test_digits_run_draws_grids_and_input_weights_and_its_checkpoint_loads(digit
     metrics = json.loads((digits_run / "metrics.json").read_text())
     model, spec, config = load_trained(digits_run)
     assert model.geometry == "grid"
-    data = task_data(config.task, spec, config.run_seed)
+    data = task_data(config, spec, config.run_seed)
     accuracy = (model(data.test_x[None])[0].argmax(dim=1) == data.test_y).float().mean()
     assert accuracy.item() == pytest.approx(metrics["test_acc"])
 

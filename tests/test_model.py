@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bimt.model import BioMLP
-from bimt.relocate import apply_permutation, positions, swap_candidates
+from bimt.network.model import BioMLP
+from bimt.network.relocation import apply_permutation, positions, swap_candidates
 
-from reference import literal_model
+from bimt.reference import literal_model
 
 SHAPES = [([4, 20, 20, 2], 1), ([3, 20, 20, 3], 1), ([4, 20, 20, 20, 20, 1], 1), ([6, 8, 5, 4], 2)]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bimt.optim import AdamW
+from bimt.network.optim import AdamW
 
 
 @pytest.mark.parametrize("weight_decay", [0.0, 0.01])

@@ -5,16 +5,16 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bimt.cost import connection_cost
-from bimt.model import BioMLP
-from bimt.optim import AdamW
-from bimt.relocate import candidate_costs, positions, relocate
-from bimt.run import stack_datasets
-from bimt.schedule import Schedule
+from bimt.network.cost import connection_cost
+from bimt.network.model import BioMLP
+from bimt.network.optim import AdamW
+from bimt.network.relocation import candidate_costs, positions, relocate
+from bimt.tasks.dataset import stack_datasets
+from bimt.training.schedule import Schedule
 from bimt.tasks import TASKS, make_dataset
-from bimt.trainer import NullLogger, ReplicaSettings, TrainSettings, train
+from bimt.training.loop import NullLogger, ReplicaSettings, TrainSettings, train
 
-from reference import LiteralMLP, literal_copy
+from bimt.reference import LiteralMLP, literal_copy
 
 SHAPES = [([4, 20, 20, 2], 1), ([3, 20, 20, 3], 1), ([4, 20, 20, 20, 20, 1], 1), ([6, 8, 5, 4], 2)]
 
@@ -79,7 +79,7 @@ def test_on_grids_candidate_costs_equal_the_notebooks_swap_recompute_unswap(shap
     model = random_state(shape, 1, seed, geometry="grid")
     for layer in range(1, model.depth + 1):
         j = torch.randint(positions(model, layer), (model.replicas,), generator=torch.Generator().manual_seed(layer))
-        costs = candidate_costs(model, layer, j, weight_factor=2.0)
+        costs = candidate_costs(model, layer, j, locality=2.0)
         for r in range(model.replicas):
             assert torch.equal(costs[r], literal_copy(model, r).candidate_costs(layer, int(j[r])))
 
@@ -90,7 +90,7 @@ def test_on_grids_relocation_makes_the_notebooks_swaps_and_keeps_the_pixels(shap
     model = random_state(shape, 1, seed, geometry="grid")
     in_perm = model.in_perm.clone()
     literals = [literal_copy(model, r) for r in range(model.replicas)]
-    relocate(model, top_k=30, weight_factor=2.0, inputs=False)
+    relocate(model, top_k=30, locality=2.0, inputs=False)
     assert torch.equal(model.in_perm, in_perm)
     for r, literal in enumerate(literals):
         literal.relocate(top_k=30)

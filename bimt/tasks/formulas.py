@@ -8,21 +8,14 @@ notebook does. Optional label noise is drawn last, so it never changes the input
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from bimt.formula import Formula
-from bimt.tasks.base import Dataset, Task
-
-
-def _prediction_figures(model, data: Dataset, task: Task) -> dict:
-    """Predicted against true test values of replica 0."""
-    from bimt.plot import draw_predictions  # drawing needs the model; the task only names it
-
-    with torch.no_grad():
-        predicted = model(data.test_x[:1])[0]
-    error = float(((predicted - data.test_y[0]) ** 2).mean())
-    return {"pred_vs_true": draw_predictions(data.test_y[0], predicted, f"{task.name}\ntest MSE = {error:.2e}")}
+from bimt.tasks.expressions import Formula, FormulaError, parse
+from bimt.tasks.base import SettingError, Task, require
+from bimt.tasks.dataset import Dataset
 
 
 def _independence(x: np.ndarray) -> np.ndarray:
@@ -42,7 +35,7 @@ def _compositionality(x: np.ndarray) -> np.ndarray:
 
 def _formula_task(name: str, inputs: int, labels: tuple[str, ...], formula, uses, plain: tuple[str, ...]) -> Task:
     """A formula task: MSE regression on inputs drawn by `make_dataset`, pictured by its predictions."""
-    return Task(name, inputs, len(labels), labels, data=_formula_data, figures=_prediction_figures, formula=formula,
+    return Task(name, inputs, len(labels), labels, data=_formula_data, figures=("pred_vs_true",), formula=formula,
                 uses=uses, output_formulas=plain)
 
 
@@ -103,3 +96,52 @@ def make_dataset(
         test_x=as_tensor(test_x),
         test_y=as_tensor(task.formula(test_x)),
     )
+
+
+PAPER_LOW, PAPER_HIGH = -1.0, 1.0  # the paper tasks' input range
+IMAGE_KEYS = ("path", "download", "eval_size")
+
+
+def build(settings: Any) -> Task:
+    """The paper's formula task of that name, or a custom task built from the `outputs` formulas,
+    after checking the settings (`task.*`) that apply. Pure: parses, draws nothing."""
+    name = settings.name
+    for key in IMAGE_KEYS:
+        require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} applies only to the image tasks "
+                f"(digits, mnist); leave it unset for {name}")
+    for key in ("n_train", "n_test", "low", "high", "noise"):
+        require(getattr(settings, key) is not None, f"task.{key}=None is not allowed; task {name} draws "
+                "its inputs with it (see conf/task/custom.yaml)")
+    require(settings.outputs is None or name not in TASKS,
+            f"task.outputs cannot be used with the paper task {name} (task.name={name}); your own "
+            "formulas need task=custom, with a task.name that is not a paper task's")
+    require(settings.noise >= 0, f"task.noise={settings.noise} is not allowed; it is a standard deviation >= 0")
+    if settings.outputs is None:
+        require(name in TASKS, f"task={name} has no formulas: use a paper task ({', '.join(TASKS)}) or give your own, "
+                "e.g. task=custom 'task.outputs=[x1*x2]'")
+        require(settings.inputs is None, f"task.inputs={settings.inputs} is only for custom tasks; {name} has fixed formulas")
+        for key, value, paper in (("low", settings.low, PAPER_LOW), ("high", settings.high, PAPER_HIGH)):
+            require(value == paper, f"task.{key}={value} changes the inputs of the paper task {name} "
+                    f"(drawn from [{PAPER_LOW}, {PAPER_HIGH})); for other inputs use task=custom with its formulas")
+        return TASKS[name]
+    require(settings.low < settings.high, f"task.low={settings.low} must be below task.high={settings.high}")
+    require(len(settings.outputs) > 0, "task.outputs=[] is not allowed; give at least one formula")
+    formulas = []
+    for i, text in enumerate(settings.outputs):
+        try:
+            formulas.append(parse(str(text), settings.inputs))
+        except FormulaError as error:
+            raise SettingError(f"task.outputs[{i}]={str(text)!r}: {error}") from None
+    inputs = settings.inputs if settings.inputs is not None else max(f.max_input for f in formulas)
+    require(inputs >= 1, f"task.inputs={inputs} is not allowed; a task needs at least one input")
+    return custom_task(name, inputs, formulas)
+
+
+def check_finite(settings: Any, data: Dataset) -> None:
+    """Refuse formulas that give NaN or inf on the inputs the run samples (`SettingError`): their
+    domain is only known once the data are drawn."""
+    for i in range(data.train_y.shape[-1]):
+        values = np.concatenate([data.train_y[..., i].reshape(-1).numpy(), data.test_y[..., i].reshape(-1).numpy()])
+        bad = int((~np.isfinite(values)).sum())
+        require(bad == 0, f"task.outputs[{i}]={settings.outputs[i]!r} gives NaN or inf on {bad} of {values.size} "
+                f"samples drawn from [{settings.low}, {settings.high}); change task.low/task.high to keep inputs in its domain")

@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import itertools
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from bimt.tasks.base import Dataset, Task
+from bimt.tasks.base import Task, require
+from bimt.tasks.dataset import Dataset
 
 
 def all_pairs(elements: int) -> np.ndarray:
@@ -58,17 +61,11 @@ def permutation_data(seed: int, n: int, fraction: float) -> Dataset:
     return split(pairs, labels, seed, fraction)
 
 
-def _embedding_figures(model, data, task):
-    from bimt.plot import draw_embeddings  # drawing needs the model; the task only names it
-
-    return {"embeddings": draw_embeddings(model, task)}
-
-
 def modular_addition_task(p: int) -> Task:
     def data(task, settings, seed):
         return modular_addition_data(seed, p, settings.train_fraction)
 
-    return Task("modular_addition", 2, p, tuple(str(c) for c in range(p)), data=data, figures=_embedding_figures,
+    return Task("modular_addition", 2, p, tuple(str(c) for c in range(p)), data=data, figures=("embeddings",),
                 loss="cross_entropy", tokens=p)
 
 
@@ -77,5 +74,31 @@ def permutation_task(n: int = 4) -> Task:
         return permutation_data(seed, n, settings.train_fraction)
 
     labels = tuple("".join(str(k + 1) for k in perm) for perm in permutations(n))
-    return Task(f"permutation_s{n}", 2, len(labels), labels, data=data, figures=_embedding_figures,
+    return Task(f"permutation_s{n}", 2, len(labels), labels, data=data, figures=("embeddings",),
                 loss="cross_entropy", tokens=len(labels))
+
+
+def build(settings: Any) -> Task:
+    """Modular addition or S4, after checking the settings (`task.*`) that apply to it."""
+    name = settings.name
+    for key in ("inputs", "outputs", "low", "high", "eval_size", "path", "download"):
+        require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} does not apply to the "
+                f"classification task {name}; leave it unset")
+    for key in ("n_train", "n_test", "noise"):
+        require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} does not apply to {name}; "
+                "its pairs are all p * p, split by task.train_fraction, with exact labels")
+    fraction = settings.train_fraction
+    require(fraction is not None and 0 < fraction < 1,
+            f"task.train_fraction={fraction} is not allowed; it is the share of all pairs used for training, in (0, 1)")
+    if name == "modular_addition":
+        require(settings.p is not None and settings.p >= 2,
+                f"task.p={settings.p} is not allowed; the modulus must be an integer >= 2")
+        task = modular_addition_task(settings.p)
+    else:
+        require(settings.p is None, f"task.p={settings.p} does not apply to permutation_s4 (S4 has 24 elements)")
+        task = permutation_task(4)
+    pairs = task.tokens**2
+    train = int(pairs * fraction)
+    require(0 < train < pairs, f"task.train_fraction={fraction} leaves {'no training' if train == 0 else 'no test'} "
+            f"pairs among the {pairs} of {name}; use a fraction that leaves some of both")
+    return task

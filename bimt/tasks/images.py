@@ -22,7 +22,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from bimt.tasks.base import Dataset, Task
+from bimt.tasks.base import Task, require
+from bimt.tasks.dataset import Dataset
 
 DIGIT_LABELS = tuple(str(digit) for digit in range(10))
 MNIST_FILES = {  # file name -> the shape of each item every MNIST file of it holds
@@ -166,9 +167,15 @@ def download_mnist(path: str | Path) -> None:
         raise DataError(f"task.download=true could not download MNIST into {path}: {str(error).splitlines()[0]}") from None
 
 
-def mnist_data(path: str | Path, seed: int, n_train: int, n_test: int, eval_size: int) -> Dataset:
-    """MNIST from the IDX files under `path`: `n_train` training and `n_test` test images, each split
-    shuffled with `seed`."""
+def mnist_data(path: str | Path, seed: int, n_train: int, n_test: int, eval_size: int, download: bool = False) -> Dataset:
+    """MNIST from the IDX files under `path` (downloaded first where they are missing and `download`
+    is set): `n_train` training and `n_test` test images, each split shuffled with `seed`. A missing
+    file, or fewer images than asked for, is a one-line `DataError`."""
+    available = available_mnist(path, download)
+    for key, value, have, split_name in (("n_train", n_train, available[0], "training"),
+                                         ("n_test", n_test, available[1], "test")):
+        if value > have:
+            raise DataError(f"task.{key}={value} is more than the {have} {split_name} images in {path}")
     files, _ = mnist_files(path)
 
     def split(prefix: str, count: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -180,12 +187,7 @@ def mnist_data(path: str | Path, seed: int, n_train: int, n_test: int, eval_size
 
 def image_task(name: str, side: int, data: Any) -> Task:
     """A digit classifier on side x side pixels: one input per pixel, one output per digit."""
-    from bimt.grid_plot import draw_input_weights  # drawing needs the model; the task only names it
-
-    def figures(model, dataset, task):
-        return {"input_weights": draw_input_weights(model, side)}
-
-    return Task(name, side * side, 10, DIGIT_LABELS, data=data, figures=figures, loss="one_hot_mse")
+    return Task(name, side * side, 10, DIGIT_LABELS, data=data, figures=("input_weights",), loss="one_hot_mse")
 
 
 def digits_task() -> Task:
@@ -194,5 +196,32 @@ def digits_task() -> Task:
 
 
 def mnist_task() -> Task:
-    return image_task("mnist", 28, lambda task, settings, seed: mnist_data(settings.path, seed, settings.n_train,
-                                                                           settings.n_test, settings.eval_size))
+    return image_task("mnist", 28, lambda task, settings, seed: mnist_data(
+        settings.path, seed, settings.n_train, settings.n_test, settings.eval_size, bool(settings.download)))
+
+
+DIGITS_SAMPLES = 1797  # scikit-learn's 8x8 digits
+IMAGE_TASKS = ("digits", "mnist")
+
+
+def build(settings: Any) -> Task:
+    """Digits or MNIST, after checking the settings (`task.*`) that apply. Reads no file: MNIST's
+    files are checked when its data are read."""
+    name = settings.name
+    for key in ("inputs", "outputs", "low", "high", "noise", "p", "train_fraction"):
+        require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} does not apply to the image task "
+                f"{name}; leave it unset")
+    for key in ("n_train", "n_test", "eval_size"):
+        value = getattr(settings, key)
+        require(value is not None and value >= 1, f"task.{key}={value} is not allowed; it must be an integer >= 1")
+    if name == "digits":
+        for key in ("path", "download"):
+            require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} does not apply to digits, "
+                    "which ships with scikit-learn; it is for task=mnist")
+        total = settings.n_train + settings.n_test
+        require(total <= DIGITS_SAMPLES, f"task.n_train={settings.n_train} and task.n_test={settings.n_test} ask for "
+                f"{total} images; digits has {DIGITS_SAMPLES}")
+        return digits_task()
+    require(settings.path is not None, "task.path=None: task=mnist reads MNIST's four IDX files from a folder; "
+            "give it with task.path=<dir>")
+    return mnist_task()

@@ -6,10 +6,13 @@ the test set, from one numpy stream seeded with the data seed, in float64, cast 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from bimt.tasks.base import Dataset, Task
+from bimt.tasks.base import Task, require
+from bimt.tasks.dataset import Dataset
 
 
 def two_moons_data(seed: int, n_train: int, n_test: int, noise: float) -> Dataset:
@@ -30,12 +33,21 @@ def two_moons_data(seed: int, n_train: int, n_test: int, noise: float) -> Datase
 
 
 def two_moons_task() -> Task:
-    from bimt.plot import draw_decision_boundary  # drawing needs the model; the task only names it
-
     def data(task, settings, seed):
         return two_moons_data(seed, settings.n_train, settings.n_test, settings.noise)
 
-    def figures(model, data, task):
-        return {"decision_boundary": draw_decision_boundary(model, data)}
+    return Task("two_moons", 2, 2, ("class 1", "class 2"), data=data, figures=("decision_boundary",), loss="cross_entropy")
 
-    return Task("two_moons", 2, 2, ("class 1", "class 2"), data=data, figures=figures, loss="cross_entropy")
+
+def build(settings: Any) -> Task:
+    """Two moons, after checking the settings (`task.*`) that apply to it."""
+    for key in ("inputs", "outputs", "low", "high", "eval_size", "path", "download"):
+        require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} does not apply to the "
+                "classification task two_moons; leave it unset")
+    for key in ("n_train", "n_test", "noise"):
+        require(getattr(settings, key) is not None, f"task.{key}=None is not allowed; two_moons needs it")
+    for key in ("p", "train_fraction"):
+        require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} does not apply to two_moons; "
+                "its sizes are task.n_train and task.n_test")
+    require(settings.noise >= 0, f"task.noise={settings.noise} is not allowed; make_moons' noise is a standard deviation >= 0")
+    return two_moons_task()

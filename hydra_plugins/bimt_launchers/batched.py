@@ -2,28 +2,29 @@
 
 A BIMT network is so small that K replicas trained with batched tensors cost little more than one.
 This launcher prepares every job as Hydra's basic launcher does (its own directory, with `.hydra/`
-holding its config and overrides), groups the jobs that differ only in seed and train type (same
-task, model, schedule, steps, optimizer, relocation, device, engine: `bimt.run.group_key`), trains
-each group of at most `max_batch` jobs as one batched model, and writes into every job's directory
-exactly what a single run writes. A job whose config is invalid or whose loss diverges fails alone;
+holding its config and overrides), validating each once, groups the jobs that differ only in seed
+and train type (same task, model, schedule, steps, optimizer, relocation, device, engine:
+`bimt.experiment.schema.group_identity`), trains each group of at most `max_group` jobs as one
+batched model, and writes into every job's directory exactly what a single run writes. A job whose config is invalid or whose loss diverges fails alone;
 the sweep then ends with a non-zero exit code, after every other job has finished.
 
     python train.py -m hydra/launcher=batched task=independence train_type=1,2,3,4,5 'seed=range(10)'
 
-`hydra/sweeper=batched` is Hydra's basic sweeper without its up-front composition of every job's
+`hydra/sweeper=deferred` is Hydra's basic sweeper without its up-front composition of every job's
 config: this launcher composes each job anyway (in its worker processes, when `n_jobs` > 1), and a
 job that does not compose fails the sweep there, before anything trains, as in the sweeper. On a
 large sweep that saves a serial tenth of a second per job (15 s of the 150-job ablation preset).
 """
 
 
+import json
 import logging
 import multiprocessing
 import sys
 from collections import defaultdict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -36,10 +37,14 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
-from bimt.cli import JobFailed, fail
-from bimt.config import ConfigError, RunConfig, load_config
-from bimt.outputs import read_status
-from bimt.run import checkpoint_step, config_for_run_dir, group_key, result_line, run_group
+from bimt.experiment.cli import JobFailed, fail
+from bimt.experiment.outcome import outcome
+from bimt.experiment.rundir import checkpoint_step, config_for_run_dir, read_status
+from bimt.experiment.run import run_group
+from bimt.experiment.schema import RunConfig, group_identity
+from bimt.experiment.validate import ConfigError, load_config, validate
+from bimt.tasks import Task
+from bimt.training import Status
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ log = logging.getLogger(__name__)
 @dataclass
 class BatchedLauncherConf:
     _target_: str = "hydra_plugins.bimt_launchers.batched.BatchedLauncher"
-    max_batch: int = 256  # most jobs trained together in one model
+    max_group: int = 256  # most jobs trained together in one model
     n_jobs: int = 1  # groups trained at once, each in a process of its own (e.g. one per core)
 
 
@@ -61,8 +66,9 @@ class SweeperConf:
 
 ConfigStore.instance().store(group="hydra/launcher", name="batched", node=BatchedLauncherConf, provider="bimt")
 ConfigStore.instance().store(group="hydra/sweeper", name="bimt", node=SweeperConf, provider="bimt")
-ConfigStore.instance().store(group="hydra/sweeper", name="batched", node=SweeperConf(compose_every_job_first=False),
-                             provider="bimt")
+for name in ("deferred", "batched"):  # `batched`: its name before it was `deferred`, for commands that use it
+    ConfigStore.instance().store(group="hydra/sweeper", name=name, node=SweeperConf(compose_every_job_first=False),
+                                 provider="bimt")
 
 
 class Sweeper(BasicSweeper):
@@ -74,7 +80,7 @@ class Sweeper(BasicSweeper):
 
     `compose_every_job_first=false` skips the basic sweeper's check that every job's config composes:
     the batched launcher composes each job itself, and fails the sweep on one that does not, before
-    training starts (`hydra/sweeper=batched`)."""
+    training starts (`hydra/sweeper=deferred`)."""
 
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[dict[str, str]] = None,
                  compose_every_job_first: bool = True) -> None:
@@ -106,24 +112,26 @@ class Sweeper(BasicSweeper):
         return returns
 
 
-def _prepare(cfg: DictConfig) -> tuple[RunConfig, Path] | dict:
-    """A job's task function: its validated config and run directory (training comes later, in groups)."""
+def _prepare(cfg: DictConfig) -> tuple[RunConfig, Task, Path] | dict:
+    """A job's task function: its config, validated once, its task and its run directory (training
+    comes later, in groups)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = config_for_run_dir(load_config(cfg), run_dir)
+        task = validate(config)
     except ConfigError as error:
         fail(str(error), run_dir, in_sweep=True)
-    if read_status(run_dir) == "completed":
-        return {"status": "completed"}
-    return config, run_dir
+    if read_status(run_dir) == Status.COMPLETED:
+        return {"status": Status.COMPLETED.value}
+    return config, task, run_dir
 
 
 class BatchedLauncher(Launcher):
-    def __init__(self, max_batch: int = 256, n_jobs: int = 1) -> None:
-        for key, value in (("max_batch", max_batch), ("n_jobs", n_jobs)):
+    def __init__(self, max_group: int = 256, n_jobs: int = 1) -> None:
+        for key, value in (("max_group", max_group), ("n_jobs", n_jobs)):
             if value < 1:
                 raise ValueError(f"hydra.launcher.{key}={value} is not allowed; it must be >= 1")
-        self.max_batch, self.n_jobs = max_batch, n_jobs
+        self.max_group, self.n_jobs = max_group, n_jobs
         self.config: DictConfig | None = None
         self.hydra_context: HydraContext | None = None
         self.pool: ProcessPoolExecutor | None = None
@@ -156,7 +164,7 @@ class BatchedLauncher(Launcher):
             for done, group in enumerate(groups, start=1):
                 results = _train_group(*_configs_and_dirs(group))
                 self._report(group, results)
-                if any(metrics["status"] == "interrupted" for metrics in results):
+                if any(metrics["status"] == Status.INTERRUPTED for metrics in results):
                     left = sum(len(rest) for rest in groups[done:])
                     print(f"interrupted: {left} more job(s) not started; run the same command again (same "
                           "hydra.sweep.dir) to continue the sweep", file=sys.stderr)
@@ -176,19 +184,20 @@ class BatchedLauncher(Launcher):
         return returns
 
     def _groups(self, returns: list[JobReturn]) -> list[list[JobReturn]]:
-        """Jobs to train, grouped by `group_key` and by the step their checkpoints continue from (0
+        """Jobs to train, grouped by `group_identity` and by the step their checkpoints continue from (0
         without one), so that an interrupted sweep run again continues batched. Groups are cut at
-        `max_batch` jobs, and into `n_jobs` equal parts when they train in parallel, so that every
+        `max_group` jobs, and into `n_jobs` equal parts when they train in parallel, so that every
         process gets a share."""
         by_key: dict[tuple[str, int], list[JobReturn]] = defaultdict(list)
         for job in returns:
             if job.status != JobStatus.COMPLETED or isinstance(job._return_value, dict):
                 continue
-            config, run_dir = job._return_value
-            by_key[group_key(config), checkpoint_step(run_dir)].append(job)
+            config, _, run_dir = job._return_value
+            shared = json.dumps(group_identity(asdict(config)), sort_keys=True)
+            by_key[shared, checkpoint_step(run_dir)].append(job)
         groups = []
         for jobs in by_key.values():
-            size = min(self.max_batch, -(-len(jobs) // self.n_jobs))
+            size = min(self.max_group, -(-len(jobs) // self.n_jobs))
             groups += [jobs[i : i + size] for i in range(0, len(jobs), size)]
         return groups
 
@@ -196,17 +205,13 @@ class BatchedLauncher(Launcher):
         """Each job's outcome into its JobReturn, and one line for it on the terminal. A job that did
         not complete fails the sweep (a non-zero exit), an interrupted one too."""
         for job, metrics in zip(group, results):
-            run_dir = job._return_value[1]
-            if metrics["status"] == "interrupted":
-                metrics = {**metrics, "error": f"interrupted after step {metrics['step']}; run the same command "
-                                               "again (same hydra.sweep.dir) to continue"}
-            if metrics["status"] in ("diverged", "failed", "interrupted"):
-                print(f"error: {run_dir}: {metrics['error']}", file=sys.stderr)
-                job.status, job._return_value = JobStatus.FAILED, JobFailed(metrics["error"])
+            result = outcome(metrics, job._return_value[2], in_sweep=True)
+            if result.is_error:
+                print(result.line, file=sys.stderr)
+                job.status, job._return_value = JobStatus.FAILED, JobFailed(result.line)
                 continue
             job.return_value = metrics
-            if metrics["status"] == "completed":
-                print(f"{result_line(metrics)} | outputs in {run_dir}")
+            print(result.line)
 
 
 def _share_hydra_state(instances: dict) -> None:
@@ -231,15 +236,18 @@ def _prepare_jobs(hydra_context: HydraContext, config: DictConfig, jobs: list[tu
     return returns
 
 
-def _configs_and_dirs(group: list[JobReturn]) -> tuple[list[RunConfig], list[Path]]:
-    configs, run_dirs = zip(*(job._return_value for job in group))
-    return list(configs), list(run_dirs)
+def _configs_and_dirs(group: list[JobReturn]) -> tuple[list[RunConfig], list[Path], Task]:
+    configs, tasks, run_dirs = zip(*(job._return_value for job in group))
+    return list(configs), list(run_dirs), tasks[0]
 
 
-def _train_group(configs: list[RunConfig], run_dirs: list[Path]) -> list[dict]:
-    """`run_group`, with an unexpected error turned into every job's failure (so that no other group is lost)."""
+def _train_group(configs: list[RunConfig], run_dirs: list[Path], task: Task) -> list[dict]:
+    """`run_group`, with what the machine or the data refuse, or an unexpected error, turned into
+    every job's failure (so that no other group is lost)."""
     log.info(f"Training {len(configs)} job(s) as one batched model")
     try:
-        return run_group(configs, run_dirs)
+        return run_group(configs, run_dirs, task)
+    except ConfigError as error:
+        return [{"status": Status.INVALID.value, "error": str(error)}] * len(configs)
     except Exception as error:  # noqa: BLE001 - one group's failure must not lose the others
-        return [{"status": "failed", "error": f"{type(error).__name__}: {error}"}] * len(configs)
+        return [{"status": Status.FAILED.value, "error": f"{type(error).__name__}: {error}"}] * len(configs)

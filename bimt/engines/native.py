@@ -19,12 +19,12 @@ import math
 import numpy as np
 import torch
 
-from bimt.engine import connection_penalties
-from bimt.jit import available, jit
-from bimt.losses import Loss, logged_metrics
-from bimt.model import BioMLP
-from bimt.optim import AdamW
-from bimt.tasks import Dataset
+from bimt.engines.eager import connection_penalties
+from bimt.network.jit import available, jit
+from bimt.tasks.losses import Loss, logged_metrics
+from bimt.network.model import BioMLP
+from bimt.network.optim import AdamW
+from bimt.tasks.dataset import Dataset
 
 # Reassociation lets LLVM vectorise the sums; the IEEE handling of NaN and inf is kept, because the
 # loop must notice a diverging loss.
@@ -296,7 +296,7 @@ def _feature_major_padded(samples: torch.Tensor) -> np.ndarray:
 
 
 class NativeEngine:
-    """The engine interface of `bimt.engine.EagerEngine`, running stretches of steps natively."""
+    """The engine interface of `bimt.engines.eager.EagerEngine`, running stretches of steps natively."""
 
     def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss):
         reason = unsupported(model.embedding is not None, model.params.dtype, model.mean_cost, loss.name,

@@ -17,10 +17,11 @@ import networkx as nx
 import numpy as np
 import torch
 
-from bimt.cost import active_weights
-from bimt.losses import LOSSES, final_losses
-from bimt.model import BioMLP
-from bimt.tasks import Dataset, Task
+from bimt.network.cost import active_weights
+from bimt.tasks.losses import LOSSES, final_losses
+from bimt.network.model import BioMLP
+from bimt.tasks.base import Task
+from bimt.tasks.dataset import Dataset
 
 
 @torch.no_grad()

@@ -18,8 +18,8 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from bimt.model import BioMLP
-    from bimt.tasks import Dataset
+    from bimt.network.model import BioMLP
+    from bimt.tasks.dataset import Dataset
 
 
 class Loss(Protocol):

@@ -7,7 +7,7 @@ to the first k, as `torch.argmin` resolves them. Swaps are applied one after ano
 entry of the list may name a position that an earlier swap refilled (the reference's behaviour).
 
 Candidates are scored with the full connection cost with biases, at the locality weight
-`weight_factor` (the notebook's `get_cc()` default: 1 in Sections 3.1-3.2, 2 in 3.3), whatever the
+`locality` (the notebook's `get_cc()` default: 1 in Sections 3.1-3.2, 2 in 3.3), whatever the
 train type (the reference's behaviour). The cost change of every candidate is computed in closed
 form, for all replicas at once; near-ties are settled by `candidate_costs`, which sums each
 candidate's full cost exactly as the literal swap-recompute-unswap search does, so the choice is
@@ -25,29 +25,10 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from bimt.cost import embedding_term, priced_cost, term, wire_factors
-from bimt.jit import jit
-from bimt.model import BioMLP
-from bimt.optim import AdamW
-
-
-def positions(model: BioMLP, layer: int) -> int:
-    """Number of positions in neuron layer `layer` (0 = input, model.depth = output)."""
-    return model.n_input_positions if layer == 0 else model.shape[layer]
-
-
-def importance(model: BioMLP, layer: int, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """Summed |weight| touching each position of neuron layer `layer`, shape (R, positions)."""
-    weights = model.weights if weights is None else weights
-    score = 0
-    if layer < model.depth:
-        outgoing = weights[layer].abs().sum(dim=1)
-        if layer == 0:
-            outgoing = outgoing.reshape(model.replicas, model.in_fold, -1).sum(dim=1)
-        score = score + outgoing
-    if layer > 0:
-        score = score + weights[layer - 1].abs().sum(dim=2)
-    return score
+from bimt.network.cost import embedding_term, importance, positions, priced_cost, term, wire_factors
+from bimt.network.jit import jit
+from bimt.network.model import BioMLP
+from bimt.network.optim import AdamW
 
 
 def swap_candidates(model: BioMLP, layer: int, j: torch.Tensor) -> torch.Tensor:
@@ -78,10 +59,10 @@ def _rearranged(tensor: torch.Tensor, index: torch.Tensor, dim: int) -> torch.Te
     return torch.gather(expanded, dim + 1, index.reshape(view).expand(expanded.shape))
 
 
-def candidate_costs(model: BioMLP, layer: int, j: torch.Tensor, weight_factor: float = 1.0) -> torch.Tensor:
-    """Full connection cost (locality `weight_factor`, biases in) after swapping j[r] with each k, (R, K)."""
+def candidate_costs(model: BioMLP, layer: int, j: torch.Tensor, locality: float = 1.0) -> torch.Tensor:
+    """Full connection cost (locality `locality`, biases in) after swapping j[r] with each k, (R, K)."""
     weights, biases = model.layer_views(model.params.detach())
-    prices = wire_factors(model, weight_factor)
+    prices = wire_factors(model, locality)
     terms = [_cost_term(model, *layer_parts) for layer_parts in zip(weights, biases, prices)]
     return _candidate_costs(model, weights, biases, prices, terms, embedding_term(model), layer, j)
 
@@ -188,7 +169,7 @@ def relocate(
     top_k: int = 5,
     enabled: torch.Tensor | None = None,
     optimizer: AdamW | None = None,
-    weight_factor: float = 1.0,
+    locality: float = 1.0,
     inputs: bool = True,
 ) -> None:
     """Relocate the top_k most connected neurons of every layer (the input layer only with `inputs`),
@@ -206,19 +187,19 @@ def relocate(
     if model.params.device.type != "cpu":
         host = copy.deepcopy(model).cpu()
         host_moments = [moment.cpu() for moment in moments]
-        _relocate(host, top_k, None if enabled is None else enabled.cpu(), host_moments, weight_factor, inputs)
+        _relocate(host, top_k, None if enabled is None else enabled.cpu(), host_moments, locality, inputs)
         model.load_state_dict(host.state_dict())
         for moment, host_moment in zip(moments, host_moments):
             moment.copy_(host_moment)
         return
-    _relocate(model, top_k, enabled, moments, weight_factor, inputs)
+    _relocate(model, top_k, enabled, moments, locality, inputs)
 
 
 def _relocate(model: BioMLP, top_k: int, enabled: torch.Tensor | None, moments: list[torch.Tensor],
-              weight_factor: float, inputs: bool) -> None:
+              locality: float, inputs: bool) -> None:
     keep = np.zeros(model.replicas, dtype=np.bool_) if enabled is None else ~enabled.numpy()
     weights, biases = model.layer_views(model.params.detach())
-    prices = wire_factors(model, weight_factor)
+    prices = wire_factors(model, locality)
     margin = (TIE_MARGIN[model.params.dtype] * priced_cost(model, prices, penalize_bias=True).double()).numpy()
     prices64 = [price.double().numpy() / (price.numel() if model.mean_cost else 1) for price in prices]
     embedding = embedding_term(model)

@@ -1,18 +1,13 @@
-"""Where a run's numbers, pictures and state go: TensorBoard events, metrics.json, figures, checkpoints.
+"""A run's TensorBoard events: scalars, network snapshots, final images and metrics, one run directory
+per replica.
 
-One run directory per replica: replica r of a batched model writes exactly what a single run
-writes. The trainer talks to `RunLogger` through the small `Logger` interface only. Every file that
-a reader may trust (checkpoint, metrics, figures) is written to a temporary name and renamed, so a
-run killed at any moment leaves either the old file or the new one, never half of one.
+Replica r of a batched model writes exactly what a single run writes. The trainer talks to
+`RunLogger` through the small `Logger` interface only (`bimt.training`).
 """
 
 from __future__ import annotations
 
 import io
-import json
-import os
-import random
-import sys
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -28,9 +23,12 @@ from tensorboard.summary.writer.event_file_writer import _AsyncWriterThread
 from torch.utils.tensorboard import SummaryWriter
 from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
-from bimt.model import BioMLP
-from bimt.optim import AdamW
-from bimt.plot import figure_to_array, network_picture
+from bimt.experiment.checkpoints import CHECKPOINT, save_checkpoint
+from bimt.experiment.files import WriteFailed, reason
+from bimt.experiment.schema import flatten
+from bimt.network.model import BioMLP
+from bimt.network.optim import AdamW
+from bimt.pictures import figure_to_array, network_picture
 from bimt.tasks import Task
 
 
@@ -128,54 +126,12 @@ class RunLogger:
             [items[r] for r in replicas] for items in (self.run_dirs, self.configs, self.titles, self.writers))
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """A nested config as one level of dotted keys."""
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
 def flat_hparams(config: dict[str, Any]) -> dict[str, Any]:
     """The config as TensorBoard hparams: dotted keys, values that are not scalars as text."""
     return {
         key: value if isinstance(value, (bool, int, float, str)) else str(value)
         for key, value in flatten(config).items()
     }
-
-
-CHECKPOINT = "checkpoint.pt"
-METRICS = "metrics.json"
-
-
-class WriteFailed(RuntimeError):
-    """A run's output could not be written (a full disk, a quota, a file size limit)."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        super().__init__(f"could not write {path}: {reason}")
-
-
-def _reason(error: OSError) -> str:
-    return error.strerror or str(error)
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary name beside `path` to write to; renamed to `path` once written, so that a reader
-    sees the old file or the new one, never half of one. A write that fails leaves the old file and
-    no temporary one, and raises `WriteFailed` naming `path`."""
-    temporary = path.with_name(f".{path.name}.tmp")
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    except BaseException as error:
-        temporary.unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            raise WriteFailed(path, _reason(error)) from None
-        raise
 
 
 @contextmanager
@@ -187,7 +143,7 @@ def events_of(run_dir: Path) -> Iterator[None]:
     try:
         yield
     except OSError as error:
-        raise WriteFailed(run_dir / "events.out.tfevents.*", _reason(error)) from None
+        raise WriteFailed(run_dir / "events.out.tfevents.*", reason(error)) from None
 
 
 _report_thread_error = threading.excepthook
@@ -204,16 +160,6 @@ def quiet_event_writer_threads() -> None:
     threading.excepthook = _quiet_writer_thread_error
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    with atomic_path(path) as temporary:
-        temporary.write_text(json.dumps(data, indent=2) + "\n")
-
-
-def save_figure_atomic(path: Path, figure: Figure) -> None:
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, format=path.suffix.lstrip("."), bbox_inches="tight")
-
-
 def add_image(writer: SummaryWriter, tag: str, rgb: np.ndarray, step: int) -> None:
     """Log an (H, W, 3) uint8 image to TensorBoard as a 64-colour PNG.
 
@@ -227,102 +173,3 @@ def add_image(writer: SummaryWriter, tag: str, rgb: np.ndarray, step: int) -> No
     height, width, channels = rgb.shape
     image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png.getvalue())
     writer.file_writer.add_summary(Summary(value=[Summary.Value(tag=tag, image=image)]), step)
-
-
-class UnreadableCheckpoint(RuntimeError):
-    """A checkpoint file that exists but cannot be loaded; the message is one line."""
-
-
-def save_checkpoint(
-    path: Path,
-    model: BioMLP,
-    optimizer: AdamW,
-    replica: int,
-    steps_done: int,
-    config: dict[str, Any],
-) -> None:
-    """Everything needed to continue replica `replica` after `steps_done` steps, written atomically.
-
-    The replica's parameters, permutations and optimizer moments, selected by name (never by shape:
-    a group of R jobs may have a layer of width R), the step, the config, and the random-number
-    states (training itself draws none; they are kept so that code which does continues exactly
-    too). What the config rebuilds (the wire lengths) is not stored; neither is the schedule, whose
-    lambda and bias penalty are functions of the step.
-    """
-    one = slice(replica, replica + 1)
-    state = {
-        "model": {name: getattr(model, name).detach()[one].clone() for name in REPLICA_STATE},
-        "shape": list(model.shape),
-        "optimizer": {"step": optimizer.steps, **{name: getattr(optimizer, name)[one].clone() for name in MOMENTS}},
-        "step": steps_done,
-        "config": config,
-        "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
-    }
-    buffer = io.BytesIO()
-    torch.save(state, buffer)  # in memory first: a failing write is then a plain OSError, not torch's
-    with atomic_path(path) as temporary:
-        temporary.write_bytes(buffer.getvalue())
-
-
-REPLICA_STATE = ("params", "in_perm", "out_perm")  # a BioMLP's tensors with a leading replica axis
-MOMENTS = ("exp_avg", "exp_avg_sq")  # the AdamW state laid out like the parameters
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """A checkpoint's contents; raises `UnreadableCheckpoint` naming the file and the reason."""
-    try:
-        checkpoint = torch.load(path, weights_only=False, map_location="cpu")
-        missing = {"model", "optimizer", "step", "config"} - set(checkpoint)
-    except Exception as error:  # noqa: BLE001 - whatever torch.load raises, the file is unusable
-        raise UnreadableCheckpoint(f"{path} cannot be read ({type(error).__name__}: {str(error).splitlines()[0]})") from None
-    if missing:
-        raise UnreadableCheckpoint(f"{path} cannot be read (no {', '.join(sorted(missing))} in it)")
-    return checkpoint
-
-
-def load_checkpoint(checkpoint: dict[str, Any], model: BioMLP, optimizer: AdamW, replica: int = 0) -> None:
-    """Restore a single-replica checkpoint (`read_checkpoint`) into replica `replica` of `model` and `optimizer`."""
-    with torch.no_grad():
-        for name in REPLICA_STATE:
-            getattr(model, name)[replica].copy_(checkpoint["model"][name][0])
-        for name in MOMENTS:
-            getattr(optimizer, name)[replica].copy_(checkpoint["optimizer"][name][0])
-    optimizer.steps = int(checkpoint["optimizer"]["step"])
-    torch.set_rng_state(checkpoint["rng"]["torch"])
-    np.random.set_state(checkpoint["rng"]["numpy"])
-    random.setstate(checkpoint["rng"]["python"])
-
-
-def saved_checkpoint(run_dir: Path) -> dict[str, Any] | None:
-    """The checkpoint in a run directory, or None when there is none.
-
-    One that cannot be read is moved aside to `checkpoint.pt.unreadable`, reported in one line, and
-    the job trains from step 0: a damaged file must not stop the rest of a sweep."""
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        return None
-    try:
-        return read_checkpoint(path)
-    except UnreadableCheckpoint as error:
-        aside = path.with_name(f"{CHECKPOINT}.unreadable")
-        os.replace(path, aside)
-        print(f"warning: {error}; moved to {aside.name}, this job trains from step 0", file=sys.stderr)
-        return None
-
-
-def read_status(run_dir: Path) -> str | None:
-    """The `status` of a run directory's metrics.json, or None when it has none."""
-    path = run_dir / METRICS
-    return json.loads(path.read_text()).get("status") if path.is_file() else None
-
-
-def save_figures(run_dir: Path, figures: dict[str, Figure]) -> dict[str, np.ndarray]:
-    """Write each figure to `run_dir` as NAME.png; return their pixels, for TensorBoard.
-
-    Each figure is rendered once, for both: the file is the same image TensorBoard shows.
-    """
-    images = {name: figure_to_array(figure) for name, figure in figures.items()}
-    for name, rgb in images.items():
-        with atomic_path(run_dir / f"{name}.png") as temporary:
-            Image.fromarray(rgb).save(temporary, format="PNG")
-    return images

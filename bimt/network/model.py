@@ -3,7 +3,7 @@
 Weights have shape (R, out, in) and biases (R, out), so R independent networks (different seeds or
 train types) train in lockstep; a single run is R = 1. Neuron layer 0 is the input, layer L the
 output; linear layer l maps neuron layer l to l + 1. Where neurons sit is the model's `geometry`
-(`bimt.geometry`: on a line, or on 2-D grids with the outputs on a ring).
+(`bimt.network.geometry`: on a line, or on 2-D grids with the outputs on a ring).
 
 A model may embed tokens: with `embedding=(tokens, dim)` its inputs are token ids, one per input
 fold, and each is looked up in a learned (tokens, dim) table; the lookups, concatenated, feed the
@@ -23,13 +23,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bimt.geometry import layer_coordinates, wire_lengths
+from bimt.network.geometry import layer_coordinates, wire_lengths
 
 
 class BioMLP(nn.Module):
     """A SiLU MLP with neuron coordinates, input/output permutations and R replicas.
 
-    `l0`, `mean_cost` and `embedding_cost` say how `bimt.cost` prices it (the notebooks differ);
+    `l0`, `mean_cost` and `embedding_cost` say how `bimt.network.cost` prices it (the notebooks differ);
     `geometry` ("line" or "grid") where its neurons sit, which sets the wire lengths.
 
     `seeds` gives each replica's initial weights: `torch.manual_seed(seed)` followed by the default
@@ -190,15 +190,18 @@ class BioMLP(nn.Module):
         return self.forward_positions(self.to_positions(self.features(x)), self.output_order())
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, exact: bool = True) -> torch.Tensor:
     """`x @ weight^T + bias` for every replica: x (R, n, in), weight (R, out, in), bias (R, out).
 
-    One replica runs the 2-D `addmm` that `nn.Linear` runs, so a single run computes the reference
-    notebook's bits on any CPU. Several run one `baddbmm`: MKL picks its kernels per CPU, and they
-    may round differently from `addmm` (see the README's "Faithfulness").
+    Each replica runs the 2-D `addmm` that `nn.Linear` runs, so every replica computes a single
+    run's bits, which are the reference notebook's on any CPU. With `exact=False` several replicas
+    run one `baddbmm`, faster, but MKL picks its kernels per CPU and they may round differently
+    from `addmm` (see the engines' contract, `bimt.engines`).
     """
     if x.shape[0] == 1:
         return torch.addmm(bias[0], x[0], weight[0].t())[None]
+    if exact:
+        return torch.stack([torch.addmm(b, inputs, w.t()) for inputs, w, b in zip(x, weight, bias)])
     return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
 
 

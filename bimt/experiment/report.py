@@ -1,4 +1,4 @@
-"""Summarise every run under a directory: `python -m bimt.report DIR` (or `scripts/report.py DIR`).
+"""Summarise every run under a directory: `python -m bimt.experiment.report DIR` (or `scripts/report.py DIR`).
 
 Writes into DIR `report.md` and `report.csv` (mean ± std over seeds of the final and modularity
 metrics, one row per task, train_type and swept values) and `networks.png` (the final networks,
@@ -25,11 +25,15 @@ import numpy as np
 from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
-from bimt.config import load_config, resolve_task, saved_config
-from bimt.model import BioMLP
-from bimt.outputs import CHECKPOINT, METRICS, UnreadableCheckpoint, flatten, read_checkpoint, save_figure_atomic
-from bimt.plot import draw_network
-from bimt.run import build_model
+from bimt.experiment.checkpoints import CHECKPOINT, UnreadableCheckpoint, read_checkpoint
+from bimt.experiment.files import save_figure_atomic
+from bimt.experiment.plan import build_model
+from bimt.experiment.rundir import METRICS
+from bimt.experiment.schema import row_identity, saved_config
+from bimt.experiment.validate import load_config, validate
+from bimt.network.model import BioMLP
+from bimt.pictures import draw_network
+from bimt.training import Status
 
 COLUMNS = [  # (metrics.json key, column title, number format); a report shows those its runs have
     ("test_mse", "test MSE", ".2e"),
@@ -49,14 +53,11 @@ class ReportError(ValueError):
     """A directory that cannot be reported on; the message is one line."""
 
 
-NOT_COMPARED = {"seed", "task.seed", "resume", "device", "threads"}  # never make two runs unlike
-
-
 @dataclass(frozen=True)
 class Run:
     path: Path
     metrics: dict[str, Any]
-    settings: dict[str, Any]  # the run's config as dotted keys, with its task name and train type
+    settings: dict[str, Any]  # the run's config as dotted keys (`row_identity`), with its task name and train type
     seed: int
 
     @property
@@ -67,7 +68,7 @@ class Run:
 def read_run(run_dir: Path, metrics: dict[str, Any]) -> Run:
     """A completed run from its metrics.json, which holds its whole config; KeyError if a key is missing."""
     config = {key: json.dumps(value) if isinstance(value, (list, dict)) else value
-              for key, value in flatten(saved_config(metrics.get("config") or {})).items()}
+              for key, value in row_identity(saved_config(metrics.get("config") or {})).items()}
     return Run(run_dir, metrics, {**config, "task.name": metrics["task"], "train_type": metrics["train_type"]},
                metrics["seed"])
 
@@ -90,11 +91,11 @@ def find_runs(root: Path) -> tuple[list[Run], list[str]]:
         try:
             metrics = json.loads(path.read_text())
             status = metrics.get("status")
-            run = read_run(run_dir, metrics) if status == "completed" else None
+            run = read_run(run_dir, metrics) if status == Status.COMPLETED else None
         except (OSError, ValueError, AttributeError, KeyError, TypeError) as error:
             problems.append(f"{name}: unreadable {METRICS} ({type(error).__name__}: {error})")
             continue
-        if status != "completed":
+        if status != Status.COMPLETED:
             problems.append(f"{name}: status {status!r}, not completed")
         else:
             completed.append(run)
@@ -108,7 +109,7 @@ def compared_keys(runs: list[Run]) -> dict[str, list[str]]:
     keys: dict[str, list[str]] = {}
     for task in sorted({run.task for run in runs}):
         settings = [run.settings for run in runs if run.task == task]
-        names = sorted(set().union(*settings) - NOT_COMPARED - {"task.name", "train_type"})
+        names = sorted(set().union(*settings) - {"task.name", "train_type"})
         keys[task] = [key for key in names if len({repr(s.get(key)) for s in settings}) > 1]
     return keys
 
@@ -189,7 +190,7 @@ def load_trained(run_dir: Path) -> tuple[BioMLP, Any, Any]:
     """The final model of a completed run, with its task and config, from its checkpoint."""
     checkpoint = read_checkpoint(run_dir / CHECKPOINT)
     config = load_config(OmegaConf.create(saved_config(checkpoint["config"])))
-    task = resolve_task(config.task)
+    task = validate(config)
     model = build_model(config, task, [0])
     model.load_state_dict(checkpoint["model"])
     return model, task, config

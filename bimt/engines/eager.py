@@ -2,11 +2,10 @@
 
 A BIMT network is so small that autograd's graph bookkeeping costs more than the arithmetic. This
 engine calls, in the same order, the kernels autograd calls for `loss + lambda * cost` on `nn.Linear`
-layers (the loss's own, addmm, SiLU, the transposed mm products, silu_backward, sign), keeps the activations itself
-and writes the gradients into the flat parameters' `.grad`; `bimt.optim.AdamW` then steps all of
-them at once. For one replica these are the very 2-D kernels, so a single run is bit for bit the
-literal algorithm on any CPU (the fidelity tests hold it to that). Several replicas run the batched
-`baddbmm`/`bmm` instead, which MKL may round differently on some CPUs: within measured tolerances.
+layers (the loss's own, addmm, SiLU, the transposed mm products, silu_backward, sign), keeps the
+activations itself and writes the gradients into the flat parameters' `.grad`;
+`bimt.network.optim.AdamW` then steps all of them at once. What that is bit for bit is part of the
+engines' contract (`bimt.engines`).
 """
 
 from __future__ import annotations
@@ -14,10 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bimt.losses import Loss, logged_metrics
-from bimt.model import BioMLP, linear
-from bimt.optim import AdamW
-from bimt.tasks import Dataset
+from bimt.tasks.losses import Loss, logged_metrics
+from bimt.network.model import BioMLP, linear
+from bimt.network.optim import AdamW
+from bimt.tasks.dataset import Dataset
 
 
 def connection_penalties(model: BioMLP, prices: list[torch.Tensor], lam: torch.Tensor) -> dict[bool, torch.Tensor]:
@@ -44,18 +43,24 @@ def connection_penalties(model: BioMLP, prices: list[torch.Tensor], lam: torch.T
     return {False: without_biases, True: penalty}
 
 
-def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def weight_gradient(grad: torch.Tensor, x: torch.Tensor, exact: bool = True) -> torch.Tensor:
     """(R, out, in) gradient of a `linear` layer's weights from its output gradient (R, n, out) and
-    input (R, n, in): for one replica `grad^T mm x`, what autograd computes for `nn.Linear`."""
+    input (R, n, in): per replica `grad^T mm x`, what autograd computes for `nn.Linear` (one `bmm`
+    for all replicas unless `exact`)."""
     if x.shape[0] == 1:
         return grad[0].t().mm(x[0])[None]
+    if exact:
+        return torch.stack([g.t().mm(inputs) for g, inputs in zip(grad, x)])
     return torch.bmm(grad.transpose(1, 2), x)
 
 
-def input_gradient(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """(R, n, in) gradient of a `linear` layer's input: for one replica `grad mm weight`, as autograd."""
+def input_gradient(grad: torch.Tensor, weight: torch.Tensor, exact: bool = True) -> torch.Tensor:
+    """(R, n, in) gradient of a `linear` layer's input: per replica `grad mm weight`, as autograd
+    (one `bmm` for all replicas unless `exact`)."""
     if grad.shape[0] == 1:
         return grad[0].mm(weight[0])[None]
+    if exact:
+        return torch.stack([g.mm(w) for g, w in zip(grad, weight)])
     return torch.bmm(grad, weight)
 
 
@@ -68,8 +73,10 @@ class EagerEngine:
     is accumulated as autograd's index backward does, sample by sample.
     """
 
-    def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss):
+    def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss,
+                 exact_batches: bool = True):
         self.model, self.data, self.prices, self.optimizer, self.loss = model, data, prices, optimizer, loss
+        self.exact = exact_batches  # each replica's products with a single run's kernels
         model.params.grad = torch.zeros_like(model.params)
         self.flat, self.flat_grad = model.params.detach(), model.params.grad
         self.weights, self.biases = model.layer_views(self.flat)
@@ -140,7 +147,7 @@ class EagerEngine:
         self.inputs, self.pre_activations = [], []
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             self.inputs.append(x)
-            x = linear(x, weight, bias)
+            x = linear(x, weight, bias, self.exact)
             if i < model.depth - 1:
                 self.pre_activations.append(x)
                 x = F.silu(x)
@@ -155,10 +162,10 @@ class EagerEngine:
         grad = self.loss.backward(self.saved)
         grad = torch.gather(grad, 2, self.feature.expand(-1, grad.shape[1], -1))
         for i in reversed(range(self.model.depth)):
-            self.weight_grads[i].copy_(weight_gradient(grad, self.inputs[i]))
+            self.weight_grads[i].copy_(weight_gradient(grad, self.inputs[i], self.exact))
             self.bias_grads[i].copy_(grad.sum(dim=1))
             if i > 0 or self.embedded:
-                grad = input_gradient(grad, self.weights[i])
+                grad = input_gradient(grad, self.weights[i], self.exact)
             if i > 0:
                 grad = torch.ops.aten.silu_backward(grad, self.pre_activations[i - 1])
         if self.embedded:

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
+import numpy as np
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
@@ -23,7 +24,12 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from bimt.config import ConfigError, load_config
+from bimt.experiment.outcome import Outcome
+from bimt.experiment.rundir import InUse, claim, release
+from bimt.experiment.schema import RunConfig
+from bimt.experiment.validate import ConfigError, load_config, validate
+from bimt.tasks import Task
+from bimt.tasks.metrics import format_dependencies
 
 USAGE_ERROR = 2
 CHECKED_GROUPS = ("task", "model", "schedule", "sweep")
@@ -82,6 +88,26 @@ def fail(message: str, run_dir: Path | None = None, code: int = USAGE_ERROR, in_
     sys.exit(code)
 
 
+def end_with(result: Outcome, in_sweep: bool) -> NoReturn:
+    """Print a job's outcome that is an error and exit with its code; in a sweep, raise `JobFailed`."""
+    print(result.line, file=sys.stderr)
+    if in_sweep:
+        raise JobFailed(result.line) from None
+    sys.exit(result.exit_code)
+
+
+def print_structure(metrics: dict[str, Any], task: Task, config: RunConfig) -> None:
+    """What a completed run's network computes: which inputs each output depends on (for a task that
+    declares its structure), or the embedding dimensions it uses."""
+    if "dependencies" in metrics:
+        found = "found" if metrics["expected_structure_found"] else "not found"
+        print(f"inputs each output depends on, after pruning |w| < 0.01 (expected structure {found}):")
+        print(format_dependencies(np.array(metrics["dependencies"], dtype=bool), task))
+    if "active_embedding_dims" in metrics:
+        print(f"embedding dimensions in use after pruning |w| < 0.01: {metrics['n_active_embedding_dims']} "
+              f"of {config.model.embedding_dim}")
+
+
 def resume_overrides(argv: Sequence[str]) -> list[str]:
     """`resume=DIR` continues the run in DIR: it becomes the run directory, and Hydra leaves that
     run's recorded config (DIR/.hydra) as it is.
@@ -126,13 +152,13 @@ def check_group_choices(argv: Sequence[str], conf_dir: Path) -> None:
                 fail(f"{group}={value} is not allowed; choose one of: {', '.join(allowed)}")
 
 
-BATCHED_OPTION = re.compile(r"^hydra\.launcher\.(max_batch|n_jobs)=(.*)$")
+BATCHED_OPTION = re.compile(r"^hydra\.launcher\.(max_group|n_jobs)=(.*)$")
 
 
 def check_launcher(argv: Sequence[str]) -> None:
     """Fail on `hydra/launcher=NAME` when NAME's plugin is not installed, and on a batched launcher's
-    `max_batch` or `n_jobs` below 1 (Hydra would show a traceback for either)."""
-    batched = "hydra/launcher=batched" in argv or any(arg.startswith("+sweep=") for arg in argv)  # presets batch
+    `max_group` or `n_jobs` below 1 (Hydra would show a traceback for either)."""
+    batched = batched_launcher(argv)
     for arg in argv:
         name = arg.removeprefix("hydra/launcher=") if arg.startswith("hydra/launcher=") else None
         if name in PLUGIN_LAUNCHERS and importlib.util.find_spec(PLUGIN_LAUNCHERS[name]) is None:
@@ -143,12 +169,14 @@ def check_launcher(argv: Sequence[str]) -> None:
 
 
 def check_configs(argv: Sequence[str], conf_dir: Path) -> None:
-    """Compose and validate the config (in a multirun: every swept value) before any job starts.
+    """Compose the config (in a multirun: every swept value) before Hydra does, so that an unknown
+    key or a bad override is one line, not Hydra's report of several.
 
-    Without this, a bad value in the last job of a sweep is found only after the others trained,
-    and Hydra reports an unknown key in several lines. Each swept value is checked once, beside the
-    first value of every other key (composing all jobs of a large sweep would take seconds per
-    hundred); a value that is bad only in one combination is still reported when that job starts.
+    A multirun whose jobs train one after another (any launcher but `batched`) also validates
+    each swept value here, beside the first value of every other key, so that a bad value in the
+    last job is found before the others train; a value that is bad only in one combination is still
+    reported when that job starts. A single run, and each job of a batched sweep (which prepares
+    every job before any trains), is validated once, by the job itself.
     """
     job_overrides = [arg for arg in argv if "=" in arg and not arg.startswith(("-", "hydra"))]
     multirun = bool({"-m", "--multirun"} & set(argv))
@@ -166,11 +194,18 @@ def check_configs(argv: Sequence[str], conf_dir: Path) -> None:
             configs = [compose(config_name="config", overrides=job) for job in jobs]
     except HydraException as error:
         fail(" ".join(line.strip() for line in str(error).splitlines() if line.strip()))
+    if not multirun or batched_launcher(argv):
+        return
     for config in configs:
         try:
-            load_config(config)
+            validate(load_config(config))
         except ConfigError as error:
             fail(str(error))
+
+
+def batched_launcher(argv: Sequence[str]) -> bool:
+    """Whether the command's jobs go to the batched launcher (its option, or a sweep preset)."""
+    return "hydra/launcher=batched" in argv or any(arg.startswith("+sweep=") for arg in argv)
 
 
 def _override_values(override: Override) -> list[str]:
@@ -192,11 +227,27 @@ def _check_writable(directory: str) -> None:
         fail(f"output directory {directory!r} cannot be written: {error.strerror or error}")
 
 
-class CheckOutputDir(Callback):
-    """Hydra callback: make sure the run or sweep directory can be written before any job starts."""
+def _claim(directory: str, what: str) -> None:
+    _check_writable(directory)
+    try:
+        claim(Path(directory), what)
+    except InUse as error:
+        fail(str(error))
+
+
+class ClaimOutputDir(Callback):
+    """Hydra callback: before Hydra writes anything into the run or sweep directory, make sure it can
+    be written and take it for this process (`bimt.experiment.rundir.claim`): a second run started
+    in the same directory stops with one line instead of mixing its files with the first's."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_writable(config.hydra.run.dir)
+        _claim(config.hydra.run.dir, "run")
+
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release(Path(config.hydra.run.dir))
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        _check_writable(config.hydra.sweep.dir)
+        _claim(config.hydra.sweep.dir, "sweep")
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release(Path(config.hydra.sweep.dir))

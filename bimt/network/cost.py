@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from bimt.model import BioMLP
+from bimt.network.model import BioMLP
 
 
 def wire_factor(model: BioMLP, layer: int, locality: torch.Tensor | float) -> torch.Tensor:
@@ -23,21 +23,21 @@ def wire_factor(model: BioMLP, layer: int, locality: torch.Tensor | float) -> to
     return locality * model.distance(layer) + model.l0
 
 
-def wire_factors(model: BioMLP, locality: torch.Tensor | float, local_last: bool = True) -> list[torch.Tensor]:
-    """Every layer's `wire_factor`. Without `local_last` the last layer's wires cost l0 whatever their
+def wire_factors(model: BioMLP, locality: torch.Tensor | float, local_output_layer: bool = True) -> list[torch.Tensor]:
+    """Every layer's `wire_factor`. Without `local_output_layer` the last layer's wires cost l0 whatever their
     length (its locality weight is 0: the notebooks' `no_penalize_last=True`)."""
     last = model.depth - 1
-    return [wire_factor(model, i, locality if i < last or local_last else locality * 0) for i in range(model.depth)]
+    return [wire_factor(model, i, locality if i < last or local_output_layer else locality * 0) for i in range(model.depth)]
 
 
 def connection_cost(
     model: BioMLP,
     locality: torch.Tensor | float = 1.0,
     penalize_bias: bool = True,
-    local_last: bool = True,
+    local_output_layer: bool = True,
 ) -> torch.Tensor:
     """Cost of every replica, shape (R,). `locality` is a float or a per-replica (R,) tensor."""
-    return priced_cost(model, wire_factors(model, locality, local_last), penalize_bias)
+    return priced_cost(model, wire_factors(model, locality, local_output_layer), penalize_bias)
 
 
 def priced_cost(model: BioMLP, factors: list[torch.Tensor], penalize_bias: bool) -> torch.Tensor:
@@ -68,3 +68,22 @@ def embedding_term(model: BioMLP) -> torch.Tensor:
 def active_weights(model: BioMLP, threshold: float = 1e-2) -> torch.Tensor:
     """Number of weight entries (biases excluded) with |w| > threshold, per replica, shape (R,)."""
     return sum((weight.abs() > threshold).sum(dim=(1, 2)) for weight in model.weights)
+
+
+def positions(model: BioMLP, layer: int) -> int:
+    """Number of positions in neuron layer `layer` (0 = input, model.depth = output)."""
+    return model.n_input_positions if layer == 0 else model.shape[layer]
+
+
+def importance(model: BioMLP, layer: int, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Summed |weight| touching each position of neuron layer `layer`, shape (R, positions)."""
+    weights = model.weights if weights is None else weights
+    score = 0
+    if layer < model.depth:
+        outgoing = weights[layer].abs().sum(dim=1)
+        if layer == 0:
+            outgoing = outgoing.reshape(model.replicas, model.in_fold, -1).sum(dim=1)
+        score = score + outgoing
+    if layer > 0:
+        score = score + weights[layer - 1].abs().sum(dim=2)
+    return score
