@@ -19,6 +19,7 @@ from bimt.experiment.cli import (
     check_configs,
     check_group_choices,
     check_launcher,
+    check_renamed,
     end_with,
     fail,
     print_structure,
@@ -59,6 +60,7 @@ if __name__ == "__main__":
     # plugins' own names; Hydra validates them against the plugins' schemas, and says so every time.
     warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\S+' is validated against ConfigStore schema")
     sys.argv[1:] = resume_overrides(quote_formulas(sys.argv[1:]))
+    check_renamed(sys.argv[1:])
     check_group_choices(sys.argv[1:], CONF_DIR)
     check_launcher(sys.argv[1:])
     check_configs(sys.argv[1:], CONF_DIR)

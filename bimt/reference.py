@@ -1,8 +1,18 @@
-"""The literal BIMT algorithm, one network at a time, as the reference notebook computes it: the oracle.
+"""BIMT in one file: the literal algorithm, one network at a time, as the paper's notebooks compute it.
 
-Written from the notebook's description, deliberately naive: `nn.Linear` layers, permutations kept
-as float tensors and gathered on every forward pass, and relocation by swap-recompute-unswap of
-the whole connection cost for every candidate. The tests hold the project's batched code to it.
+Read this first. It is deliberately naive, so that it reads as the method itself:
+
+- `LiteralMLP`: `nn.Linear` layers whose neurons sit on lines, with input and output permutations
+  kept as float tensors and gathered on every forward pass;
+- `LiteralMLP.cost`: the connection cost, sum |w| * (locality * |x_out - x_in| + l0) (+ l0 * |b|, + l0 * |E|);
+- `LiteralMLP.relocate`: for each neuron layer, the top-k neurons by summed |weight|, each swapped with the
+  position that gives the lowest cost, found by swap-recompute-unswap over every candidate;
+- `literal_train` (Section 3.1), `literal_classifier_train` (3.2-3.3), `literal_grid_train` (3.5):
+  the notebooks' loops, autograd and `torch.optim.AdamW`, with their lambda schedules.
+
+The rest of the package computes the same numbers fast (batched replicas, closed-form swap prices,
+compiled loops); the tests hold it to this file, bit for bit where both call the same kernels
+(see `bimt.engines` for the contract).
 """
 
 from __future__ import annotations

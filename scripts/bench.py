@@ -100,7 +100,7 @@ def bench_task(name: str, steps: int, repeats: int, run_repeats: int) -> dict[st
         results[f"{engine}_step_speedup"] = results["literal_ms_per_step"] / results[f"{engine}_ms_per_step"]
 
     model = BioMLP(shape, [seed])
-    train(model, stacked, FULL_BIMT, schedule, TrainSettings(steps, progress=False), NullLogger())
+    train(model, stacked, FULL_BIMT, schedule, TrainSettings(steps, "eager", progress=False), NullLogger())
     trained = {key: value.clone() for key, value in model.state_dict().items()}  # restored before each call
 
     def relocate_project():
@@ -126,7 +126,7 @@ def bench_classifier(name: str, steps: int, run_repeats: int) -> dict[str, Any]:
     config = compose_config([f"task={name}", f"steps={steps}"])
     task = validate(config)
     cpu = torch.device("cpu")
-    stacked = stack_datasets([task_data(config, task, config.run_seed)], cpu)
+    stacked = stack_datasets([task_data(config, task, config.data_seed)], cpu)
     results: dict[str, Any] = {}
 
     def literal_run():

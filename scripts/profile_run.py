@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Where a `train.py` command's wall time goes, split into the parts the speed issue names.
+"""Where a `train.py` command's wall time goes, split into its parts (imports, Hydra, engines, relocation, pictures, ...).
 
     python scripts/profile_run.py steps=10              # a single run's fixed cost
     python scripts/profile_run.py task=independence     # a full single run
@@ -29,7 +29,6 @@ from collections import defaultdict
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
 
 # (part, module, attribute path): the function whose calls count as the part. Functions that modules
 # import by name are timed where they are looked up.
@@ -40,7 +39,9 @@ TIMED = [
     ("Hydra: a job's directory, .hydra/ and logging", "hydra.core.utils", "run_job"),
     ("Hydra: a job's directory, .hydra/ and logging", "hydra._internal.hydra", "run_job"),
     ("bimt: checking configs", "bimt.experiment.cli", "check_configs"),
-    ("bimt: checking configs", "bimt.experiment.run", "config_for_run_dir"),
+    ("bimt: checking configs", "bimt.experiment.rundir", "config_for_run_dir"),
+    ("bimt: checking configs", "bimt.experiment.validate", "validate"),
+    ("bimt: planning (device, memory, data, model)", "bimt.experiment.run", "plan_group"),
     ("training loop (Python and torch between stretches)", "bimt.experiment.run", "train"),
     ("native engine: compiled training steps", "bimt.engines.native", "NativeEngine.run"),
     ("eager engine: training steps", "bimt.engines.eager", "EagerEngine.run"),
@@ -48,11 +49,11 @@ TIMED = [
     ("logging: test metrics, cost, TensorBoard scalars", "bimt.engines.native", "NativeEngine.test_metrics"),
     ("logging: test metrics, cost, TensorBoard scalars", "bimt.engines.eager", "EagerEngine.test_metrics"),
     ("logging: test metrics, cost, TensorBoard scalars", "bimt.training.loop", "priced_cost"),
-    ("logging: test metrics, cost, TensorBoard scalars", "bimt.experiment.files", "RunLogger.scalars"),
+    ("logging: test metrics, cost, TensorBoard scalars", "bimt.experiment.tensorboard", "RunLogger.scalars"),
     ("relocation", "bimt.training.loop", "relocate"),
-    ("network snapshots (draw, PNG, TensorBoard)", "bimt.experiment.files", "RunLogger.snapshot"),
-    ("checkpoints and closing event files", "bimt.experiment.files", "RunLogger.checkpoint"),
-    ("checkpoints and closing event files", "bimt.experiment.files", "RunLogger.close"),
+    ("network snapshots (draw, PNG, TensorBoard)", "bimt.experiment.tensorboard", "RunLogger.snapshot"),
+    ("checkpoints and closing event files", "bimt.experiment.tensorboard", "RunLogger.checkpoint"),
+    ("checkpoints and closing event files", "bimt.experiment.tensorboard", "RunLogger.close"),
     ("finishing each job: metrics, figures, final TensorBoard entries", "bimt.experiment.run", "_finish_job"),
     ("video", "bimt.experiment.run", "write_video"),
 ]

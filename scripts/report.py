@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Summarise every run under a directory: report.md, report.csv, networks.png (see bimt/report.py)."""
+"""Summarise every run under a directory: report.md, report.csv, networks.png (see bimt/experiment/report.py)."""
 
 import sys
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Turn a run's network snapshots into network.gif (and network.mp4 with ffmpeg); see bimt/video.py."""
+"""Turn a run's network snapshots into network.gif (and network.mp4 with ffmpeg); see bimt/pictures/video.py."""
 
 import sys
 

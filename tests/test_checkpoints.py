@@ -15,7 +15,7 @@ import sys
 import pytest
 import torch
 
-from bimt.experiment.schema import ADDED_KEYS
+from bimt.experiment.schema import ADDED_KEYS, RENAMED_KEYS
 from bimt.network.cost import connection_cost
 from bimt.network.model import BioMLP
 from bimt.network.optim import AdamW
@@ -104,13 +104,18 @@ def test_resume_continues_a_job_of_any_group_size_to_the_groups_numbers(sweeps, 
 
 
 def without_added_keys(config: dict) -> dict:
-    """A config as a run saved it before `ADDED_KEYS` existed."""
+    """A config as a run saved it before `ADDED_KEYS` (and `task.fixed_data`) existed, and before
+    `RENAMED_KEYS` were renamed."""
     old = copy.deepcopy(config)
     for path in ADDED_KEYS:
         node = old
         for key in path[:-1]:
             node = node[key]
         del node[path[-1]]
+    del old["task"]["fixed_data"]
+    for (section, was), (_, now) in RENAMED_KEYS.items():
+        if now in old[section]:
+            old[section][was] = old[section].pop(now)
     return old
 
 
@@ -121,6 +126,7 @@ def test_runs_saved_before_later_config_keys_still_load_resume_and_report(tmp_pa
     model, _, _ = load_trained(run_dir)
     checkpoint = torch.load(run_dir / "checkpoint.pt", weights_only=False)
     checkpoint["config"] = without_added_keys(checkpoint["config"])
+    assert checkpoint["config"]["schedule"]["decay"] == 0.1 and "rescale" not in checkpoint["config"]["schedule"]
     torch.save(checkpoint, run_dir / "checkpoint.pt")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["config"] = without_added_keys(metrics["config"])
@@ -128,6 +134,7 @@ def test_runs_saved_before_later_config_keys_still_load_resume_and_report(tmp_pa
 
     old_model, _, config = load_trained(run_dir)
     assert (config.model.geometry, config.batch_size, config.relocate.inputs) == ("line", None, True)
+    assert (config.schedule.rescale, config.model.locality, config.task.fixed_data) == (0.1, 1.0, False)
     assert torch.equal(old_model.params, model.params)
     again = train_cli("steps=40", "log_every=10", f"hydra.run.dir={run_dir}")
     assert again.returncode == 0 and "already holds a completed run" in again.stdout, again.stderr

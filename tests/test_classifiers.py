@@ -56,7 +56,7 @@ def test_checkpoint_gives_back_the_final_numbers(classifier_run):
     task, run_dir = classifier_run
     metrics = json.loads((run_dir / "metrics.json").read_text())
     model, spec, config = load_trained(run_dir)
-    data = task_data(config, spec, config.run_seed)
+    data = task_data(config, spec, config.data_seed)
     for split, x, y in (("train", data.train_x, data.train_y), ("test", data.test_x, data.test_y)):
         values = measure(model, x[None], y[None], LOSSES[spec.loss])
         assert values["acc"].item() == metrics[f"{split}_acc"]

@@ -115,6 +115,12 @@ BAD_INPUTS = [
     ("schedule.lambda0=nan", "schedule.lambda0=nan"),
     ("task.inputs=3", "task.inputs=3 is only for custom tasks"),
     ("seed=-2", "seed=-2"),
+    ("seed=99999999999999999999", "seed=99999999999999999999 is not allowed; use an integer from 0 to 4294967295"),
+    ("task.seed=4294967296", "task.seed=4294967296 is not allowed"),
+    ("model.l0=inf", "model.l0=inf is not allowed; it must be a finite number >= 0"),
+    ("model.locality=nan", "model.locality=nan is not allowed"),
+    ("optim.lr=inf", "optim.lr=inf is not allowed; it must be a finite number > 0"),
+    ("schedule.decay=0.5", "schedule.decay is now schedule.rescale"),
     ("optim.weight_decay=-1", "optim.weight_decay=-1.0"),
     ("+foo=1", "foo"),
     ("train_type=1,2", "train_type=1,2 lists several values; add -m (--multirun)"),
@@ -141,17 +147,19 @@ def test_bad_value_in_a_multirun_is_reported_before_any_job(tmp_path):
 
 
 def test_the_library_defaults_are_the_yaml_defaults():
-    """`TrainSettings` and `Schedule` keep defaults for use without Hydra; they must be conf/'s values."""
+    """`TrainSettings` and `Schedule` keep defaults for use without Hydra; they must be conf/'s values
+    (the engine has none: the library makes its user choose one)."""
     from omegaconf import OmegaConf
 
     from bimt.training.schedule import Schedule
     from bimt.training.loop import TrainSettings
 
     conf = OmegaConf.load(REPO / "conf" / "config.yaml")
-    settings = TrainSettings(steps=1)
+    settings = TrainSettings(steps=1, engine="eager")
     assert (settings.lr, settings.weight_decay) == (conf.optim.lr, conf.optim.weight_decay)
     assert (settings.relocate_every, settings.top_k) == (conf.relocate.every, conf.relocate.top_k)
     assert settings.relocate_locality == conf.relocate.locality
     assert settings.permute_optimizer_state == conf.relocate.permute_optimizer_state
     assert settings.log_every == conf.log_every
+    assert settings.exact_batches == conf.exact_batches
     assert Schedule() == Schedule(**OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "schedule" / "paper.yaml")))

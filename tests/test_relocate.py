@@ -122,7 +122,7 @@ def test_relocation_in_a_trained_network_makes_the_literal_searchs_swaps():
     replicas = ReplicaSettings(l1=~off, locality=torch.ones(4), swap=off)
 
     for _ in range(5):
-        train(model, data, replicas, Schedule(), TrainSettings(300, progress=False), NullLogger())
+        train(model, data, replicas, Schedule(), TrainSettings(300, "eager", progress=False), NullLogger())
         literals = [literal_copy(model, r) for r in range(4)]
         relocate(model)
         for r, literal in enumerate(literals):

@@ -15,7 +15,7 @@ import time
 import pytest
 import torch
 
-from bimt.experiment.files import read_checkpoint
+from bimt.experiment.checkpoints import read_checkpoint
 
 from conftest import REPO, job_dirs, metrics_without_timing, read_events, train_cli
 

@@ -52,9 +52,9 @@ def test_job_r_of_a_batched_group_equals_the_same_job_run_alone(batched_and_alon
         assert torch.equal(checkpoint["model"]["params"], alone_checkpoint["model"]["params"])
 
 
-def test_max_batch_caps_the_group_size(tmp_path):
+def test_max_group_caps_the_group_size(tmp_path):
     sweep = tmp_path / "sweep"
-    result = train_cli("-m", "hydra/launcher=batched", "hydra.launcher.max_batch=2", "train_type=1,2,3,4,5",
+    result = train_cli("-m", "hydra/launcher=batched", "hydra.launcher.max_group=2", "train_type=1,2,3,4,5",
                        "steps=50", "snapshot_every=0", f"hydra.sweep.dir={sweep}")
     assert result.returncode == 0, result.stderr
     output = result.stdout + result.stderr
@@ -101,9 +101,17 @@ def test_cuda_single_run_and_batched_group_match_the_cpu(tmp_path):
                 assert logged[step] == pytest.approx(expected[step], rel=1e-4)
 
 
-@pytest.mark.parametrize("option", ["hydra.launcher.max_batch=0", "hydra.launcher.n_jobs=-1"])
+@pytest.mark.parametrize("option", ["hydra.launcher.max_group=0", "hydra.launcher.n_jobs=-1"])
 def test_a_bad_batched_launcher_option_is_one_line(tmp_path, option):
     result = train_cli("-m", "hydra/launcher=batched", option, "train_type=1,2", f"hydra.sweep.dir={tmp_path / 's'}")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [f"error: {option} is not allowed; it must be an integer >= 1"]
     assert not (tmp_path / "s").exists()
+
+
+def test_a_renamed_option_names_its_new_name(tmp_path):
+    result = train_cli("-m", "hydra/launcher=batched", "hydra.launcher.max_batch=2", "train_type=1,2",
+                       f"hydra.sweep.dir={tmp_path / 's'}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: hydra.launcher.max_batch is now hydra.launcher.max_group; use hydra.launcher.max_group=2"]

@@ -13,7 +13,7 @@ import json
 
 import pytest
 
-from bimt.experiment.files import read_checkpoint
+from bimt.experiment.checkpoints import read_checkpoint
 
 from conftest import train_cli, train_cli_with_file_size_limit
 

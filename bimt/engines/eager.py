@@ -43,24 +43,18 @@ def connection_penalties(model: BioMLP, prices: list[torch.Tensor], lam: torch.T
     return {False: without_biases, True: penalty}
 
 
-def weight_gradient(grad: torch.Tensor, x: torch.Tensor, exact: bool = True) -> torch.Tensor:
+def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """(R, out, in) gradient of a `linear` layer's weights from its output gradient (R, n, out) and
-    input (R, n, in): per replica `grad^T mm x`, what autograd computes for `nn.Linear` (one `bmm`
-    for all replicas unless `exact`)."""
+    input (R, n, in): for one replica `grad^T mm x`, what autograd computes for `nn.Linear`."""
     if x.shape[0] == 1:
         return grad[0].t().mm(x[0])[None]
-    if exact:
-        return torch.stack([g.t().mm(inputs) for g, inputs in zip(grad, x)])
     return torch.bmm(grad.transpose(1, 2), x)
 
 
-def input_gradient(grad: torch.Tensor, weight: torch.Tensor, exact: bool = True) -> torch.Tensor:
-    """(R, n, in) gradient of a `linear` layer's input: per replica `grad mm weight`, as autograd
-    (one `bmm` for all replicas unless `exact`)."""
+def input_gradient(grad: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """(R, n, in) gradient of a `linear` layer's input: for one replica `grad mm weight`, as autograd."""
     if grad.shape[0] == 1:
         return grad[0].mm(weight[0])[None]
-    if exact:
-        return torch.stack([g.mm(w) for g, w in zip(grad, weight)])
     return torch.bmm(grad, weight)
 
 
@@ -73,10 +67,8 @@ class EagerEngine:
     is accumulated as autograd's index backward does, sample by sample.
     """
 
-    def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss,
-                 exact_batches: bool = True):
+    def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss):
         self.model, self.data, self.prices, self.optimizer, self.loss = model, data, prices, optimizer, loss
-        self.exact = exact_batches  # each replica's products with a single run's kernels
         model.params.grad = torch.zeros_like(model.params)
         self.flat, self.flat_grad = model.params.detach(), model.params.grad
         self.weights, self.biases = model.layer_views(self.flat)
@@ -147,7 +139,7 @@ class EagerEngine:
         self.inputs, self.pre_activations = [], []
         for i, (weight, bias) in enumerate(zip(self.weights, self.biases)):
             self.inputs.append(x)
-            x = linear(x, weight, bias, self.exact)
+            x = linear(x, weight, bias)
             if i < model.depth - 1:
                 self.pre_activations.append(x)
                 x = F.silu(x)
@@ -162,10 +154,10 @@ class EagerEngine:
         grad = self.loss.backward(self.saved)
         grad = torch.gather(grad, 2, self.feature.expand(-1, grad.shape[1], -1))
         for i in reversed(range(self.model.depth)):
-            self.weight_grads[i].copy_(weight_gradient(grad, self.inputs[i], self.exact))
+            self.weight_grads[i].copy_(weight_gradient(grad, self.inputs[i]))
             self.bias_grads[i].copy_(grad.sum(dim=1))
             if i > 0 or self.embedded:
-                grad = input_gradient(grad, self.weights[i], self.exact)
+                grad = input_gradient(grad, self.weights[i])
             if i > 0:
                 grad = torch.ops.aten.silu_backward(grad, self.pre_activations[i - 1])
         if self.embedded:
@@ -188,3 +180,50 @@ class EagerEngine:
             part.index_put_((self.rows[fold],), features[:, :, fold * dim : (fold + 1) * dim].reshape(-1, dim),
                             accumulate=True)
             self.table_grad.add_(part.view_as(self.table_grad))
+
+
+class ReplicaByReplicaEngine:
+    """The eager engine of a batched group that computes what each replica computes alone, to the bit.
+
+    One `EagerEngine` per replica, each on views of that replica's parameters, moments, data and
+    prices (R = 1), steps the replicas in lockstep: every tensor operation then sees the shapes of a
+    single run, so it runs the same kernels on the same elements in the same order (a batched
+    `baddbmm`, or an elementwise kernel whose vector loop ends elsewhere, would round some elements
+    otherwise). Logged test metrics are the model's own, computed replica by replica already.
+    """
+
+    def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss):
+        self.model, self.data, self.prices, self.optimizer, self.loss = model, data, prices, optimizer, loss
+        self.replicas = []
+        for r in range(model.replicas):
+            alone = model.replica_view(r)
+            moments = AdamW(alone.params, optimizer.lr, optimizer.weight_decay, optimizer.betas, optimizer.eps)
+            moments.exp_avg, moments.exp_avg_sq = optimizer.exp_avg[r : r + 1], optimizer.exp_avg_sq[r : r + 1]
+            moments.steps = optimizer.steps
+            self.replicas.append(EagerEngine(alone, data.replica_subset(slice(r, r + 1)),
+                                             [price[r : r + 1] if price.dim() == 3 else price for price in prices],
+                                             moments, loss))
+
+    def set_lambda(self, lam: torch.Tensor) -> None:
+        for r, engine in enumerate(self.replicas):
+            engine.set_lambda(lam[r : r + 1])
+
+    def relocated(self) -> None:
+        for engine in self.replicas:
+            engine.relocated()
+
+    @torch.no_grad()
+    def run(self, step: int, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
+        """As `EagerEngine.run`, every replica stepped alone: a step is applied to all or to none."""
+        losses = []
+        for done in range(count):
+            losses.append(torch.cat([engine.train_loss(step + done) for engine in self.replicas]))
+            if not torch.isfinite(losses[-1]).all():
+                return done, torch.stack(losses)
+            for engine in self.replicas:
+                engine.update(penalize_bias)
+            self.optimizer.steps += 1
+        return count, torch.stack(losses)
+
+    def test_metrics(self) -> dict[str, torch.Tensor]:
+        return logged_metrics(self.model, self.data, self.loss)

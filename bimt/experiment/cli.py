@@ -26,7 +26,7 @@ from omegaconf import DictConfig
 
 from bimt.experiment.outcome import Outcome
 from bimt.experiment.rundir import InUse, claim, release
-from bimt.experiment.schema import RunConfig
+from bimt.experiment.schema import RENAMED_KEYS, RunConfig
 from bimt.experiment.validate import ConfigError, load_config, validate
 from bimt.tasks import Task
 from bimt.tasks.metrics import format_dependencies
@@ -166,6 +166,18 @@ def check_launcher(argv: Sequence[str]) -> None:
         option = BATCHED_OPTION.match(arg)
         if batched and option and not (option.group(2).isdigit() and int(option.group(2)) >= 1):
             fail(f"hydra.launcher.{option.group(1)}={option.group(2)} is not allowed; it must be an integer >= 1")
+
+
+RENAMED_OPTIONS = {**{".".join(old): ".".join(new) for old, new in RENAMED_KEYS.items()},
+                   "hydra.launcher.max_batch": "hydra.launcher.max_group"}
+
+
+def check_renamed(argv: Sequence[str]) -> None:
+    """Fail, naming the new key, on an override of a key that has been renamed."""
+    for arg in argv:
+        key, _, value = arg.lstrip("+~").partition("=")
+        if key in RENAMED_OPTIONS:
+            fail(f"{key} is now {RENAMED_OPTIONS[key]}; use {RENAMED_OPTIONS[key]}={value}")
 
 
 def check_configs(argv: Sequence[str], conf_dir: Path) -> None:

@@ -210,8 +210,7 @@ def resume_identity(config: dict[str, Any]) -> dict[str, Any]:
 
 # Keys added to the config after runs were already being saved, with the value that reproduces how
 # a run saved without them trained (Sections 3.2-3.3 added the model's cost and dtype settings and the
-# relocation's wire weight; Section 3.5 the geometry, minibatches and pixel-keeping relocation; then
-# `task.fixed_data`, true for every run saved before it: their data came from `task.data_seed`).
+# relocation's wire weight; Section 3.5 the geometry, minibatches and pixel-keeping relocation).
 ADDED_KEYS = {
     ("model", "locality"): 1.0,
     ("model", "mean_cost"): False,
@@ -224,7 +223,6 @@ ADDED_KEYS = {
     ("relocate", "inputs"): True,
     ("batch_size",): None,
     ("task", "data_seed"): None,
-    ("task", "fixed_data"): True,
     ("exact_batches",): True,
 }
 
@@ -252,4 +250,7 @@ def saved_config(saved: dict[str, Any]) -> dict[str, Any]:
         for key in path[:-1]:
             node = node.setdefault(key, {})
         node.setdefault(path[-1], value)
+    # Before `task.fixed_data`, a run given a seed still drew its data from `task.data_seed`.
+    task = upgraded["task"]
+    task.setdefault("fixed_data", task["data_seed"] is not None and upgraded.get("seed") is not None)
     return upgraded

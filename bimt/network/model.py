@@ -115,6 +115,15 @@ class BioMLP(nn.Module):
         table = self.embedding
         return torch.cat([_lookup(table, x[:, :, fold]) for fold in range(x.shape[2])], dim=2)
 
+    def replica_view(self, replica: int) -> BioMLP:
+        """Replica `replica` alone (R = 1), sharing this model's memory: parameters and permutations
+        are views, so training or relocating the view changes that replica of this model."""
+        view = copy.copy(self)
+        view._parameters, view._buffers, view._modules = dict(self._parameters), dict(self._buffers), dict(self._modules)
+        view.params = nn.Parameter(self.params.detach()[replica : replica + 1])
+        view.in_perm, view.out_perm = self.in_perm[replica : replica + 1], self.out_perm[replica : replica + 1]
+        return view
+
     def replica_subset(self, replicas: Sequence[int]) -> BioMLP:
         """A copy holding only the given replicas (parameters and permutations), in that order.
 
@@ -190,18 +199,15 @@ class BioMLP(nn.Module):
         return self.forward_positions(self.to_positions(self.features(x)), self.output_order())
 
 
-def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, exact: bool = True) -> torch.Tensor:
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
     """`x @ weight^T + bias` for every replica: x (R, n, in), weight (R, out, in), bias (R, out).
 
-    Each replica runs the 2-D `addmm` that `nn.Linear` runs, so every replica computes a single
-    run's bits, which are the reference notebook's on any CPU. With `exact=False` several replicas
-    run one `baddbmm`, faster, but MKL picks its kernels per CPU and they may round differently
-    from `addmm` (see the engines' contract, `bimt.engines`).
+    One replica runs the 2-D `addmm` that `nn.Linear` runs, so a single run computes the reference
+    notebook's bits on any CPU. Several run one `baddbmm`: MKL picks its kernels per CPU, and they
+    may round differently from `addmm` (the engines' contract, `bimt.engines`, says where it matters).
     """
     if x.shape[0] == 1:
         return torch.addmm(bias[0], x[0], weight[0].t())[None]
-    if exact:
-        return torch.stack([torch.addmm(b, inputs, w.t()) for inputs, w, b in zip(x, weight, bias)])
     return torch.baddbmm(bias[:, None, :], x, weight.transpose(1, 2))
 
 

@@ -45,7 +45,10 @@ class ReplicaSettings:
 
 @dataclass(frozen=True)
 class TrainSettings:
+    """The loop's settings. Defaults are `conf/`'s (tests/test_config.py pins them); the engine has none."""
+
     steps: int
+    engine: str  # "native" (numba, CPU, fastest) or "eager" (torch, CPU or CUDA; bit for bit the notebook's numbers)
     lr: float = 0.002
     weight_decay: float = 0.0
     relocate_every: int = 200
@@ -58,7 +61,6 @@ class TrainSettings:
     snapshot_every: int = 0  # 0: no snapshots during training
     checkpoint_every: int = 0  # 0: no checkpoints during training
     progress: bool = True
-    engine: str = "native"  # "native" (numba, CPU) or "eager" (torch; bit for bit the notebook's numbers)
     loss: str = "mse"  # a name of `bimt.tasks.losses.LOSSES`
     exact_batches: bool = True  # eager: each replica's products with a single run's kernels (see bimt.engines)
 
