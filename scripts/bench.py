@@ -41,7 +41,7 @@ from hydra import compose, initialize_config_dir
 
 REPO = Path(__file__).resolve().parents[1]
 from bimt import BioMLP, NullLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, relocate, train
-from bimt.experiment.plan import build_model, build_settings, group_data, replica_settings, task_data
+from bimt.experiment.plan import build_model, build_settings, group_data, plan_group, replica_settings, task_data
 from bimt.experiment.schema import DTYPES
 from bimt.experiment.validate import load_config, validate
 from bimt.experiment.memory import keep_freed_memory
@@ -149,6 +149,28 @@ def bench_classifier(name: str, steps: int, run_repeats: int) -> dict[str, Any]:
         project_run()
         results[f"{engine}_ms_per_step"] = median_ms(project_run, run_repeats) / steps
         results[f"{engine}_step_speedup"] = results["literal_ms_per_step"] / results[f"{engine}_ms_per_step"]
+    return results
+
+
+def bench_exact_batches(task_name: str, sizes: list[int], steps: int, run_repeats: int) -> dict[str, Any]:
+    """What exact batched groups cost: ms per replica-step of K seeds of `task_name` (its own config,
+    eager) trained as one group, each replica stepped alone (`exact_batches=true`, the default: a
+    single run's bits) against one batched product for all (`exact_batches=false`)."""
+    results: dict[str, Any] = {}
+    for replicas in sizes:
+        for exact in (True, False):
+            configs = [compose_config([f"task={task_name}", f"steps={steps}", f"seed={seed}", "engine=eager",
+                                       f"exact_batches={str(exact).lower()}"]) for seed in range(replicas)]
+            task = validate(configs[0])
+
+            def group_run():
+                plan = plan_group(configs, task)
+                settings = replace(plan.settings, progress=False, snapshot_every=0, checkpoint_every=0)
+                train(plan.model, plan.data, plan.replicas, configs[0].schedule, settings, NullLogger())
+
+            group_run()
+            ms = median_ms(group_run, run_repeats) / steps
+            results[f"K{replicas}_{'exact' if exact else 'bmm'}_ms_per_replica_step"] = ms / replicas
     return results
 
 
@@ -331,6 +353,9 @@ def main() -> int:
     parser.add_argument("--grid-batched", default="1,4,10", help="seeds K batched in the Section 3.5 timings")
     parser.add_argument("--processes", type=int, default=3,
                         help="repeats for the whole-process timings (10-step and full train.py runs; 0: skip them)")
+    parser.add_argument("--exact-batches", default="10",
+                        help="seeds K of permutation_s4 batched with and without exact_batches (comma-separated; empty: skip)")
+    parser.add_argument("--exact-steps", type=int, default=400, help="training steps per exact_batches timing")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -388,6 +413,14 @@ def main() -> int:
         print(f"batched native per replica-step at K=50: independence {batched['native_K50']['speedup']:.1f}x the "
               f"literal step (target >= 150x), compositionality {composed['native_K50']['speedup']:.1f}x "
               f"(target >= 100x)")
+    exact_sizes = [int(k) for k in args.exact_batches.split(",") if k]
+    if exact_sizes:
+        r = results["exact_batches"] = bench_exact_batches("permutation_s4", exact_sizes, args.exact_steps,
+                                                          args.run_repeats)
+        print(f"\npermutation_s4, eager, K seeds as one group ({args.exact_steps} steps): ms per replica-step")
+        for k in exact_sizes:
+            print(f"K={k}: each replica alone (exact_batches, a single run's bits) "
+                  f"{r[f'K{k}_exact_ms_per_replica_step']:.3f}, one bmm for all {r[f'K{k}_bmm_ms_per_replica_step']:.3f}")
     if args.processes:
         p = results["processes"] = bench_processes(args.processes)
         print(f"\nwhole processes (median of {args.processes}): a 10-step `python train.py` {p['ten_step_s']:.2f} s "
