@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from bimt.training import Status
+
 REPO = Path(__file__).resolve().parents[1]
 # Final test metrics of each notebook's own code at its full length. Section 3.1: as recorded for
 # the project's first issue, with the figure printed in the paper's plots. Sections 3.2-3.3: the
@@ -86,7 +88,7 @@ def main() -> int:
             row = {"this_run": value, "notebook": notebook, "relative": value / notebook - 1}
             line = f"{task:18} {metric:10} {value:10.3e} {notebook:10.3e} {row['relative']:+11.1%}"
             if seeds:
-                values = [m[metric] for m in seeds if m.get("status") == "completed"]
+                values = [m[metric] for m in seeds if m.get("status") == Status.COMPLETED]
                 row.update(seeds=len(values), mean=statistics.mean(values), std=statistics.stdev(values))
                 line += f" {row['mean']:15.3e} ± {row['std']:.2e} (n={len(values)})"
             results[task][metric] = row

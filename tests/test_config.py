@@ -163,3 +163,18 @@ def test_the_library_defaults_are_the_yaml_defaults():
     assert settings.log_every == conf.log_every
     assert settings.exact_batches == conf.exact_batches
     assert Schedule() == Schedule(**OmegaConf.to_container(OmegaConf.load(REPO / "conf" / "schedule" / "paper.yaml")))
+
+
+def test_the_models_defaults_are_the_default_models_yaml():
+    import inspect
+
+    from omegaconf import OmegaConf
+
+    from bimt.network.model import BioMLP
+
+    model = OmegaConf.load(REPO / "conf" / "model" / "mlp2.yaml")
+    defaults = {name: p.default for name, p in inspect.signature(BioMLP).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    for key in ("in_fold", "out_fold", "l0", "mean_cost", "embedding_cost", "geometry"):
+        assert defaults[key] == model[key], key
+    assert str(defaults["dtype"]).removeprefix("torch.") == model.dtype
