@@ -27,8 +27,8 @@ from bimt.experiment.cli import (
     resume_overrides,
 )
 from bimt.experiment.outcome import Status, outcome
-from bimt.experiment.rundir import METRICS, config_for_run_dir, read_status
 from bimt.experiment.run import run_group
+from bimt.experiment.rundir import METRICS, config_for_run_dir, read_status
 from bimt.experiment.validate import ConfigError, load_config, validate
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"

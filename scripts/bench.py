@@ -39,17 +39,13 @@ from typing import Any
 import torch
 from hydra import compose, initialize_config_dir
 
-REPO = Path(__file__).resolve().parents[1]
 from bimt import BioMLP, NullLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, relocate, train
-from bimt.experiment.plan import build_model, build_settings, group_data, plan_group, replica_settings, task_data
-from bimt.experiment.schema import DTYPES
-from bimt.experiment.validate import load_config, validate
-from bimt.experiment.memory import keep_freed_memory
 from bimt.engines.native import unsupported
+from bimt.experiment.memory import keep_freed_memory
+from bimt.experiment.plan import build_model, build_settings, group_data, plan_group, replica_settings
+from bimt.experiment.schema import DTYPES
 from bimt.experiment.tensorboard import RunLogger
-from bimt.tasks.dataset import stack_datasets
-from bimt.tasks import TASKS
-
+from bimt.experiment.validate import load_config, validate
 from bimt.reference import (
     PAPER,
     LiteralData,
@@ -61,7 +57,10 @@ from bimt.reference import (
     literal_train,
     notebook,
 )
+from bimt.tasks import TASKS
+from bimt.tasks.dataset import stack_datasets
 
+REPO = Path(__file__).resolve().parents[1]
 FULL_BIMT = ReplicaSettings(torch.tensor([True]), torch.tensor([1.0]), torch.tensor([True]))
 
 
@@ -125,8 +124,6 @@ def bench_classifier(name: str, steps: int, run_repeats: int) -> dict[str, Any]:
     project's engines on the task's own config. An engine that cannot run the task says why."""
     config = compose_config([f"task={name}", f"steps={steps}"])
     task = validate(config)
-    cpu = torch.device("cpu")
-    stacked = stack_datasets([task_data(config, task, config.data_seed)], cpu)
     results: dict[str, Any] = {}
 
     def literal_run():
@@ -141,10 +138,9 @@ def bench_classifier(name: str, steps: int, run_repeats: int) -> dict[str, Any]:
             continue
 
         def project_run(engine=engine):
-            settings = replace(build_settings(config, task), engine=engine, progress=False, snapshot_every=0,
-                               checkpoint_every=0)
-            train(build_model(config, task, [config.run_seed]), stacked, replica_settings([config], cpu),
-                  config.schedule, settings, NullLogger())
+            plan = plan_group([replace(config, engine=engine)], task)
+            settings = replace(plan.settings, progress=False, snapshot_every=0, checkpoint_every=0)
+            train(plan.model, plan.data, plan.replicas, config.schedule, settings, NullLogger())
 
         project_run()
         results[f"{engine}_ms_per_step"] = median_ms(project_run, run_repeats) / steps

@@ -70,7 +70,16 @@ def measure() -> dict[str, dict[str, float]]:
     """The largest relative differences of this process's kernel path (see the module doc)."""
     import torch
 
-    from bimt import BioMLP, RecordingLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, stack_datasets, train
+    from bimt import (
+        BioMLP,
+        RecordingLogger,
+        ReplicaSettings,
+        Schedule,
+        TrainSettings,
+        make_dataset,
+        stack_datasets,
+        train,
+    )
     from bimt.reference import PAPER, literal_model, literal_train
     from bimt.tasks import TASKS
 

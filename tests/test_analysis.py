@@ -6,6 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from bimt.network.model import BioMLP
+from bimt.tasks import TASKS, make_dataset
+from bimt.tasks.dataset import stack_datasets
 from bimt.tasks.metrics import (
     dependency_matrix,
     intervention,
@@ -15,9 +18,6 @@ from bimt.tasks.metrics import (
     prune,
     wire_length,
 )
-from bimt.network.model import BioMLP
-from bimt.tasks.dataset import stack_datasets
-from bimt.tasks import TASKS, make_dataset
 
 
 def two_module_network() -> BioMLP:
@@ -73,8 +73,8 @@ def test_wire_length_is_the_weight_weighted_mean_distance():
 
 
 def test_trained_independence_network_reports_consistent_metrics():
-    from bimt.training.schedule import Schedule
     from bimt.training.loop import NullLogger, ReplicaSettings, TrainSettings, train
+    from bimt.training.schedule import Schedule
 
     task = TASKS["independence"]
     data = stack_datasets([make_dataset(task, 0)], torch.device("cpu"))

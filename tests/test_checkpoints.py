@@ -15,12 +15,12 @@ import sys
 import pytest
 import torch
 
+from bimt.experiment.checkpoints import load_checkpoint, read_checkpoint
+from bimt.experiment.report import load_trained, write_report
 from bimt.experiment.schema import ADDED_KEYS, RENAMED_KEYS
 from bimt.network.cost import connection_cost
 from bimt.network.model import BioMLP
 from bimt.network.optim import AdamW
-from bimt.experiment.checkpoints import load_checkpoint, read_checkpoint
-from bimt.experiment.report import load_trained, write_report
 
 from conftest import REPO, job_dirs, metrics_without_timing, train_cli, train_cli_with_file_size_limit
 

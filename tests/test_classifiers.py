@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from bimt.experiment.plan import task_data
-from bimt.tasks.losses import LOSSES, measure
 from bimt.experiment.report import load_trained
+from bimt.tasks.losses import LOSSES, measure
 
 from conftest import read_events, scalars, train_cli
 

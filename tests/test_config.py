@@ -151,8 +151,8 @@ def test_the_library_defaults_are_the_yaml_defaults():
     (the engine has none: the library makes its user choose one)."""
     from omegaconf import OmegaConf
 
-    from bimt.training.schedule import Schedule
     from bimt.training.loop import TrainSettings
+    from bimt.training.schedule import Schedule
 
     conf = OmegaConf.load(REPO / "conf" / "config.yaml")
     settings = TrainSettings(steps=1, engine="eager")

@@ -13,15 +13,15 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bimt.network.model import BioMLP
 from bimt.engines.native import _sigmoid
-from bimt.tasks.dataset import stack_datasets
-from bimt.training.schedule import Schedule
+from bimt.network.model import BioMLP
+from bimt.reference import PAPER
 from bimt.tasks import TASKS, make_dataset
+from bimt.tasks.dataset import stack_datasets
 from bimt.training.loop import ReplicaSettings, TrainSettings, train
+from bimt.training.schedule import Schedule
 
 from conftest import RecordingLogger, switches
-from bimt.reference import PAPER
 
 STEPS = 600  # lambda boost at 150, biases and decay at 450, relocations after 199, 399 and 599
 

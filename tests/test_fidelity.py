@@ -20,13 +20,13 @@ import pytest
 import torch
 
 from bimt.network.model import BioMLP
-from bimt.tasks.dataset import stack_datasets
-from bimt.training.schedule import Schedule
+from bimt.reference import PAPER, literal_model, literal_train
 from bimt.tasks import TASKS, make_dataset
+from bimt.tasks.dataset import stack_datasets
 from bimt.training.loop import ReplicaSettings, TrainSettings, train
+from bimt.training.schedule import Schedule
 
 from conftest import DATA, RecordingLogger, scalars, switches, train_cli
-from bimt.reference import PAPER, literal_model, literal_train
 
 GOLDEN_TAGS = {"train": "loss/train", "test": "loss/test", "reg": "cost/connection"}
 

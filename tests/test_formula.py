@@ -12,9 +12,8 @@ from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from bimt.experiment.schema import TaskConfig
-from bimt.tasks import SettingError, build_task, formulas
+from bimt.tasks import TASKS, SettingError, build_task, formulas, make_dataset
 from bimt.tasks.expressions import FormulaError, parse
-from bimt.tasks import TASKS, make_dataset
 
 from conftest import REPO, scalars, train_cli
 

@@ -18,18 +18,17 @@ import torch
 from hydra import compose, initialize_config_dir
 from PIL import Image
 
-from bimt.tasks.minibatches import Minibatches
-from bimt.experiment.plan import task_data
+from bimt.experiment.plan import build_model, build_settings, group_data, replica_settings, task_data
+from bimt.experiment.report import load_trained
 from bimt.experiment.validate import load_config, validate
 from bimt.network.geometry import grid_coordinates, ring_coordinates
 from bimt.network.model import BioMLP
-from bimt.experiment.report import load_trained
-from bimt.experiment.plan import build_model, build_settings, group_data, replica_settings
+from bimt.reference import LiteralData, LiteralGridMLP, literal_grid_train
 from bimt.tasks.images import DataError, mnist_data
+from bimt.tasks.minibatches import Minibatches
 from bimt.training.loop import train
 
 from conftest import REPO, RecordingLogger, scalars, train_cli
-from bimt.reference import LiteralData, LiteralGridMLP, literal_grid_train
 
 
 def composed(*overrides: str):

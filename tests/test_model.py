@@ -7,7 +7,6 @@ import torch
 
 from bimt.network.model import BioMLP
 from bimt.network.relocation import apply_permutation, positions, swap_candidates
-
 from bimt.reference import literal_model
 
 SHAPES = [([4, 20, 20, 2], 1), ([3, 20, 20, 3], 1), ([4, 20, 20, 20, 20, 1], 1), ([6, 8, 5, 4], 2)]

@@ -9,12 +9,11 @@ from bimt.network.cost import connection_cost
 from bimt.network.model import BioMLP
 from bimt.network.optim import AdamW
 from bimt.network.relocation import candidate_costs, positions, relocate
-from bimt.tasks.dataset import stack_datasets
-from bimt.training.schedule import Schedule
-from bimt.tasks import TASKS, make_dataset
-from bimt.training.loop import NullLogger, ReplicaSettings, TrainSettings, train
-
 from bimt.reference import LiteralMLP, literal_copy
+from bimt.tasks import TASKS, make_dataset
+from bimt.tasks.dataset import stack_datasets
+from bimt.training.loop import NullLogger, ReplicaSettings, TrainSettings, train
+from bimt.training.schedule import Schedule
 
 SHAPES = [([4, 20, 20, 2], 1), ([3, 20, 20, 3], 1), ([4, 20, 20, 20, 20, 1], 1), ([6, 8, 5, 4], 2)]
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from bimt.tasks.losses import Loss, logged_metrics
 from bimt.network.model import BioMLP, linear
 from bimt.network.optim import AdamW
 from bimt.tasks.dataset import Dataset
+from bimt.tasks.losses import Loss, logged_metrics
 
 
 def connection_penalties(model: BioMLP, prices: list[torch.Tensor], lam: torch.Tensor) -> dict[bool, torch.Tensor]:

@@ -21,10 +21,10 @@ import torch
 
 from bimt.engines.eager import connection_penalties
 from bimt.network.jit import available, jit
-from bimt.tasks.losses import Loss, logged_metrics
 from bimt.network.model import BioMLP
 from bimt.network.optim import AdamW
 from bimt.tasks.dataset import Dataset
+from bimt.tasks.losses import Loss, logged_metrics
 
 # Reassociation lets LLVM vectorise the sums; the IEEE handling of NaN and inf is kept, because the
 # loop must notice a diverging loss.

@@ -13,7 +13,6 @@ from typing import Any
 
 from bimt.training.status import Status
 
-
 EXIT_CODES = {Status.COMPLETED: 0, Status.INVALID: 2, Status.DIVERGED: 3, Status.FAILED: 4, Status.INTERRUPTED: 130}
 
 

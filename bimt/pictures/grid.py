@@ -20,9 +20,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 
+from bimt.network.cost import importance
 from bimt.network.model import BioMLP
 from bimt.pictures.style import BLUE, INVISIBLE_WIDTH, RED
-from bimt.network.cost import importance
 
 LAYER_GAP = 0.9  # screen height between stacked layers
 DEPTH = 0.5  # screen height of a layer's unit square seen obliquely

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from bimt.tasks.dataset import Dataset
 from bimt.tasks.losses import LOSSES

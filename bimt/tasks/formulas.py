@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from bimt.tasks.expressions import Formula, FormulaError, parse
 from bimt.tasks.base import SettingError, Task, require
 from bimt.tasks.dataset import Dataset
+from bimt.tasks.expressions import Formula, FormulaError, parse
 
 
 def _independence(x: np.ndarray) -> np.ndarray:

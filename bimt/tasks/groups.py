@@ -12,7 +12,6 @@ set difference lists it (which decides the order of the test loss's sum).
 from __future__ import annotations
 
 import itertools
-
 from typing import Any
 
 import numpy as np

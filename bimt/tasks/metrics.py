@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from bimt.network.cost import active_weights
-from bimt.tasks.losses import LOSSES, final_losses
 from bimt.network.model import BioMLP
 from bimt.tasks.base import Task
 from bimt.tasks.dataset import Dataset
+from bimt.tasks.losses import LOSSES, final_losses
 
 
 @torch.no_grad()

@@ -19,16 +19,16 @@ from typing import Protocol
 import torch
 from tqdm import tqdm
 
-from bimt.network.cost import active_weights, connection_cost, priced_cost, wire_factors
 from bimt.engines import make_engine
-from bimt.tasks.losses import LOSSES, Loss, final_losses
+from bimt.network.cost import active_weights, connection_cost, priced_cost, wire_factors
 from bimt.network.model import BioMLP
 from bimt.network.optim import AdamW
 from bimt.network.relocation import relocate
+from bimt.tasks.dataset import Dataset
+from bimt.tasks.losses import LOSSES, Loss, final_losses
 from bimt.training.calendar import Calendar
 from bimt.training.schedule import Schedule
 from bimt.training.status import Status
-from bimt.tasks.dataset import Dataset
 
 
 @dataclass(frozen=True)

@@ -39,8 +39,8 @@ from omegaconf import DictConfig, open_dict
 
 from bimt.experiment.cli import JobFailed, fail
 from bimt.experiment.outcome import outcome
-from bimt.experiment.rundir import checkpoint_step, config_for_run_dir, read_status
 from bimt.experiment.run import run_group
+from bimt.experiment.rundir import checkpoint_step, config_for_run_dir, read_status
 from bimt.experiment.schema import RunConfig, group_identity
 from bimt.experiment.validate import ConfigError, load_config, validate
 from bimt.tasks import Task
