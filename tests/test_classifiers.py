@@ -140,9 +140,9 @@ def _train_group(task_name: str, jobs: list[tuple[int, int]], steps: int, engine
 
     from bimt.experiment.plan import plan_group
     from bimt.experiment.validate import load_config, validate
-    from bimt.training import train
+    from bimt.training import RecordingLogger, train
 
-    from conftest import REPO, RecordingLogger
+    from conftest import REPO
 
     with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
         configs = [load_config(compose("config", [f"task={task_name}", f"steps={steps}", f"seed={seed}",

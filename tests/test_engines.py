@@ -18,10 +18,11 @@ from bimt.network.model import BioMLP
 from bimt.reference import PAPER
 from bimt.tasks import TASKS, make_dataset
 from bimt.tasks.dataset import stack_datasets
+from bimt.training import RecordingLogger
 from bimt.training.loop import ReplicaSettings, TrainSettings, train
 from bimt.training.schedule import Schedule
 
-from conftest import RecordingLogger, switches
+from conftest import switches
 
 STEPS = 600  # lambda boost at 150, biases and decay at 450, relocations after 199, 399 and 599
 

@@ -23,10 +23,11 @@ from bimt.network.model import BioMLP
 from bimt.reference import PAPER, literal_model, literal_train
 from bimt.tasks import TASKS, make_dataset
 from bimt.tasks.dataset import stack_datasets
+from bimt.training import RecordingLogger
 from bimt.training.loop import ReplicaSettings, TrainSettings, train
 from bimt.training.schedule import Schedule
 
-from conftest import DATA, RecordingLogger, scalars, switches, train_cli
+from conftest import DATA, scalars, switches, train_cli
 
 GOLDEN_TAGS = {"train": "loss/train", "test": "loss/test", "reg": "cost/connection"}
 

@@ -19,9 +19,9 @@ from hydra import compose, initialize_config_dir
 from bimt.experiment.plan import plan_group
 from bimt.experiment.validate import load_config, validate
 from bimt.reference import literal_classifier_train, notebook
-from bimt.training import train
+from bimt.training import RecordingLogger, train
 
-from conftest import REPO, RecordingLogger
+from conftest import REPO
 
 STEPS = 1000  # relocations after steps 199, 399, ..., 999; lambda changes at 250 / 500 / 750
 

@@ -26,9 +26,10 @@ from bimt.network.model import BioMLP
 from bimt.reference import LiteralData, LiteralGridMLP, literal_grid_train
 from bimt.tasks.images import DataError, mnist_data
 from bimt.tasks.minibatches import Minibatches
+from bimt.training import RecordingLogger
 from bimt.training.loop import train
 
-from conftest import REPO, RecordingLogger, scalars, train_cli
+from conftest import REPO, scalars, train_cli
 
 
 def composed(*overrides: str):
