@@ -17,7 +17,7 @@ from bimt.experiment.cli import quote_formulas
 from bimt.experiment.plan import check_memory
 from bimt.experiment.validate import ConfigError, load_config, validate
 
-from conftest import REPO
+from conftest import REPO, train_cli
 
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -99,3 +99,13 @@ def test_the_configuration_reference_is_generated_from_the_schema():
     result = subprocess.run([sys.executable, "scripts/config_reference.py", "--check"], cwd=REPO,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
+
+
+def test_help_says_what_bimt_does_lists_every_task_and_points_to_the_docs():
+    result = train_cli("--help")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("bimt: Brain-Inspired Modular Training")
+    listed = {line.split()[0] for line in result.stdout.split("Tasks (task=NAME):")[1].split("\n\n")[0].splitlines()
+              if line.strip()}
+    assert listed == {path.stem for path in (REPO / "conf" / "task").glob("*.yaml")}
+    assert "python train.py" in result.stdout and "docs/" in result.stdout
