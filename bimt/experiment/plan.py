@@ -21,6 +21,7 @@ from bimt.experiment.validate import ConfigError, model_shape, require
 from bimt.network.model import BioMLP
 from bimt.tasks import DataError, Dataset, Minibatches, SettingError, Task, formulas
 from bimt.tasks.dataset import stack_datasets
+from bimt.tasks.images import IMAGE_TASKS
 from bimt.training import ReplicaSettings, TrainSettings
 
 
@@ -130,9 +131,6 @@ def group_data(config: RunConfig, task: Task, seeds: Sequence[int], data_seeds: 
         stacked = stack_datasets(datasets, device)
     batches = None if config.batch_size is None else Minibatches(stacked.train_x.shape[1], config.batch_size, seeds)
     return replace(stacked, batches=batches, eval_size=datasets[0].eval_size)
-
-
-IMAGE_TASKS = ("digits", "mnist")
 
 
 def sample_count(config: RunConfig, task: Task) -> int:
