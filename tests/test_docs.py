@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from bimt.experiment.cli import quote_formulas
+from bimt.experiment.cli import quote_formulas, representative_jobs
 from bimt.experiment.plan import check_memory
 from bimt.experiment.validate import ConfigError, load_config, validate
 
@@ -59,17 +59,9 @@ def test_every_python_block_runs(name, code, monkeypatch):
 
 
 def jobs(argv: list[str]) -> list[list[str]]:
-    """The job overrides of a command: each swept value once, beside the first value of the others."""
-    overrides = OverridesParser.create().parse_overrides(
-        [arg for arg in quote_formulas(argv) if "=" in arg and not arg.startswith(("-", "hydra"))])
-    per_key = []
-    for override in overrides:
-        key = override.get_key_element()
-        values = list(override.sweep_string_iterator()) if override.is_sweep_override() else [
-            override.get_value_element_as_str()]
-        per_key.append([f"{key}={value}" for value in values])
-    base = [values[0] for values in per_key]
-    return [base] + [base[:i] + [value] + base[i + 1:] for i, values in enumerate(per_key) for value in values[1:]]
+    """The job overrides of a command, each swept value once (as train.py checks a sweep)."""
+    return representative_jobs(OverridesParser.create().parse_overrides(
+        [arg for arg in quote_formulas(argv) if "=" in arg and not arg.startswith(("-", "hydra"))]))
 
 
 COMMANDS = [(name, argv) for name, argv, error in train_commands() if error is None]

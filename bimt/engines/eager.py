@@ -193,16 +193,13 @@ class ReplicaByReplicaEngine:
     """
 
     def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss):
-        self.model, self.data, self.prices, self.optimizer, self.loss = model, data, prices, optimizer, loss
+        self.model, self.data, self.optimizer, self.loss = model, data, optimizer, loss
         self.replicas = []
         for r in range(model.replicas):
             alone = model.replica_view(r)
-            moments = AdamW(alone.params, optimizer.lr, optimizer.weight_decay, optimizer.betas, optimizer.eps)
-            moments.exp_avg, moments.exp_avg_sq = optimizer.exp_avg[r : r + 1], optimizer.exp_avg_sq[r : r + 1]
-            moments.steps = optimizer.steps
             self.replicas.append(EagerEngine(alone, data.replica_subset(slice(r, r + 1)),
                                              [price[r : r + 1] if price.dim() == 3 else price for price in prices],
-                                             moments, loss))
+                                             optimizer.replica_view(alone.params, r), loss))
 
     def set_lambda(self, lam: torch.Tensor) -> None:
         for r, engine in enumerate(self.replicas):
@@ -212,18 +209,15 @@ class ReplicaByReplicaEngine:
         for engine in self.replicas:
             engine.relocated()
 
-    @torch.no_grad()
-    def run(self, step: int, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
-        """As `EagerEngine.run`, every replica stepped alone: a step is applied to all or to none."""
-        losses = []
-        for done in range(count):
-            losses.append(torch.cat([engine.train_loss(step + done) for engine in self.replicas]))
-            if not torch.isfinite(losses[-1]).all():
-                return done, torch.stack(losses)
-            for engine in self.replicas:
-                engine.update(penalize_bias)
-            self.optimizer.steps += 1
-        return count, torch.stack(losses)
+    run = EagerEngine.run  # a step is applied to every replica or, when one's loss is not finite, to none
+
+    def train_loss(self, step: int) -> torch.Tensor:
+        return torch.cat([engine.train_loss(step) for engine in self.replicas])
+
+    def update(self, penalize_bias: bool) -> None:
+        for engine in self.replicas:
+            engine.update(penalize_bias)
+        self.optimizer.steps += 1  # the group's count, which checkpoints save
 
     def test_metrics(self) -> dict[str, torch.Tensor]:
         return logged_metrics(self.model, self.data, self.loss)

@@ -197,11 +197,7 @@ def check_configs(argv: Sequence[str], conf_dir: Path) -> None:
         for override in overrides:
             if override.is_sweep_override() and not multirun:
                 fail(f"{override.input_line} lists several values; add -m (--multirun) to run one job for each")
-        per_key = [_override_values(override) for override in overrides]
-        base = [values[0] for values in per_key]
-        jobs = [base] + [
-            base[:i] + [value] + base[i + 1 :] for i, values in enumerate(per_key) for value in values[1:]
-        ]
+        jobs = representative_jobs(overrides)
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
             configs = [compose(config_name="config", overrides=job) for job in jobs]
     except HydraException as error:
@@ -218,6 +214,14 @@ def check_configs(argv: Sequence[str], conf_dir: Path) -> None:
 def batched_launcher(argv: Sequence[str]) -> bool:
     """Whether the command's jobs go to the batched launcher (its option, or a sweep preset)."""
     return "hydra/launcher=batched" in argv or any(arg.startswith("+sweep=") for arg in argv)
+
+
+def representative_jobs(overrides: Sequence[Override]) -> list[list[str]]:
+    """The job overrides that try every swept value once, each beside the first value of every
+    other key (all combinations of a large sweep would take seconds per hundred to compose)."""
+    per_key = [_override_values(override) for override in overrides]
+    base = [values[0] for values in per_key]
+    return [base] + [base[:i] + [value] + base[i + 1 :] for i, values in enumerate(per_key) for value in values[1:]]
 
 
 def _override_values(override: Override) -> list[str]:

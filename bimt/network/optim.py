@@ -44,6 +44,14 @@ class AdamW:
         """The per-parameter state tensors, laid out like `params` (relocation may permute them)."""
         return [self.exp_avg, self.exp_avg_sq]
 
+    def replica_view(self, params: torch.Tensor, replica: int) -> AdamW:
+        """An optimizer of replica `replica` alone, driving `params` (a view of that replica's row),
+        whose moments are views of this one's: stepping it steps that replica here."""
+        view = AdamW(params, self.lr, self.weight_decay, self.betas, self.eps)
+        view.steps = self.steps
+        view.exp_avg, view.exp_avg_sq = self.exp_avg[replica : replica + 1], self.exp_avg_sq[replica : replica + 1]
+        return view
+
     def replica_subset(self, params: torch.Tensor, replicas: torch.Tensor) -> AdamW:
         """This optimizer's state for the given rows (replicas), driving `params`."""
         subset = AdamW(params, self.lr, self.weight_decay, self.betas, self.eps)
