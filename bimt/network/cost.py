@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import torch
 
-from bimt.network.model import BioMLP
+from bimt.network.spatial import SpatialModel
 
 
-def wire_factor(model: BioMLP, layer: int, locality: torch.Tensor | float) -> torch.Tensor:
+def wire_factor(model: SpatialModel, layer: int, locality: torch.Tensor | float) -> torch.Tensor:
     """Per-weight price `locality * distance + l0`; shape (R, out, in) or (out, in) for a float."""
     if isinstance(locality, torch.Tensor):
         locality = locality[:, None, None]
     return locality * model.distance(layer) + model.l0
 
 
-def wire_factors(model: BioMLP, locality: torch.Tensor | float, local_output_layer: bool = True) -> list[torch.Tensor]:
+def wire_factors(model: SpatialModel, locality: torch.Tensor | float, local_output_layer: bool = True) -> list[torch.Tensor]:
     """Every layer's `wire_factor`. Without `local_output_layer` the last layer's wires cost l0 whatever their
     length (its locality weight is 0: the notebooks' `no_penalize_last=True`)."""
     last = model.depth - 1
@@ -31,7 +31,7 @@ def wire_factors(model: BioMLP, locality: torch.Tensor | float, local_output_lay
 
 
 def connection_cost(
-    model: BioMLP,
+    model: SpatialModel,
     locality: torch.Tensor | float = 1.0,
     penalize_bias: bool = True,
     local_output_layer: bool = True,
@@ -40,7 +40,7 @@ def connection_cost(
     return priced_cost(model, wire_factors(model, locality, local_output_layer), penalize_bias)
 
 
-def priced_cost(model: BioMLP, factors: list[torch.Tensor], penalize_bias: bool) -> torch.Tensor:
+def priced_cost(model: SpatialModel, factors: list[torch.Tensor], penalize_bias: bool) -> torch.Tensor:
     """The cost with each layer's per-weight prices given (training computes them once per run)."""
     cost = torch.zeros(model.replicas, dtype=model.params.dtype, device=model.in_perm.device)
     for weight, bias, factor in zip(model.weights, model.biases, factors):
@@ -50,14 +50,14 @@ def priced_cost(model: BioMLP, factors: list[torch.Tensor], penalize_bias: bool)
     return cost + embedding_term(model)
 
 
-def term(model: BioMLP, priced: torch.Tensor) -> torch.Tensor:
+def term(model: SpatialModel, priced: torch.Tensor) -> torch.Tensor:
     """One part of the cost from its priced entries (R, ...): their sum, or their mean for a model
     with `mean_cost` (as `torch.mean`: the sum divided by the count), shape (R,)."""
     total = priced.sum(dim=tuple(range(1, priced.dim())))
     return total / priced[0].numel() if model.mean_cost else total
 
 
-def embedding_term(model: BioMLP) -> torch.Tensor:
+def embedding_term(model: SpatialModel) -> torch.Tensor:
     """The embedding's part of the cost, l0 * |E| (R,); zeros without one or when it is not priced
     (adding them changes no sum)."""
     if model.embedding is None or not model.embedding_cost:
@@ -65,25 +65,36 @@ def embedding_term(model: BioMLP) -> torch.Tensor:
     return term(model, model.embedding.abs() * model.l0)
 
 
-def active_weights(model: BioMLP, threshold: float = 1e-2) -> torch.Tensor:
+def active_weights(model: SpatialModel, threshold: float = 1e-2) -> torch.Tensor:
     """Number of weight entries (biases excluded) with |w| > threshold, per replica, shape (R,)."""
     return sum((weight.abs() > threshold).sum(dim=(1, 2)) for weight in model.weights)
 
 
-def positions(model: BioMLP, layer: int) -> int:
-    """Number of positions in neuron layer `layer` (0 = input, model.depth = output)."""
-    return model.n_input_positions if layer == 0 else model.shape[layer]
+def positions(model: SpatialModel, space: int) -> int:
+    """Number of positions in neuron space `space` (for an MLP, neuron layer `space`: 0 = input)."""
+    return model.network.spaces[space].size
 
 
-def importance(model: BioMLP, layer: int, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
-    """Summed |weight| touching each position of neuron layer `layer`, shape (R, positions)."""
+def _fold_reduced(sums: torch.Tensor, fold: int, how: str) -> torch.Tensor:
+    """Per-position sums (R, fold * n) reduced over the folds that share each position: (R, n)."""
+    if fold == 1:
+        return sums
+    folded = sums.reshape(sums.shape[0], fold, -1)
+    return folded.sum(dim=1) if how == "sum" else folded.mean(dim=1)
+
+
+def importance(model: SpatialModel, space: int, weights: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Summed |weight| touching each position of space `space`, shape (R, positions): over the
+    space's neuron layers in order, each the rows of the map writing it plus the columns of the map
+    reading it (each reduced over its folds), accumulated as the notebooks accumulate them."""
     weights = model.weights if weights is None else weights
+    network = model.network
     score = 0
-    if layer < model.depth:
-        outgoing = weights[layer].abs().sum(dim=1)
-        if layer == 0:
-            outgoing = outgoing.reshape(model.replicas, model.in_fold, -1).sum(dim=1)
-        score = score + outgoing
-    if layer > 0:
-        score = score + weights[layer - 1].abs().sum(dim=2)
+    for writer, reader in network.spaces[space].layers:
+        part = 0
+        if reader is not None:
+            part = part + _fold_reduced(weights[reader].abs().sum(dim=1), network.maps[reader].in_fold, network.fold_score)
+        if writer is not None:
+            part = part + _fold_reduced(weights[writer].abs().sum(dim=2), network.maps[writer].out_fold, network.fold_score)
+        score = score + part
     return score

@@ -16,18 +16,20 @@ output feature computed at output position p, so the network's function never ch
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bimt.network.geometry import layer_coordinates, wire_lengths
+from bimt.network.geometry import layer_coordinates
+from bimt.network.spaces import chain
+from bimt.network.spatial import SpatialModel
 
 
-class BioMLP(nn.Module):
-    """A SiLU MLP with neuron coordinates, input/output permutations and R replicas.
+class BioMLP(SpatialModel):
+    """A SiLU MLP with neuron coordinates, input/output permutations and R replicas: the chain of
+    neuron spaces (`bimt.network.spaces.chain`).
 
     `l0`, `mean_cost` and `embedding_cost` say how `bimt.network.cost` prices it (the notebooks differ);
     `geometry` ("line" or "grid") where its neurons sit, which sets the wire lengths.
@@ -49,58 +51,34 @@ class BioMLP(nn.Module):
         embedding_cost: bool = True,
         geometry: str = "line",
     ) -> None:
-        super().__init__()
-        self.mean_cost = mean_cost  # each layer's cost averaged over its entries instead of summed
-        self.embedding_cost = embedding_cost  # l0 * |embedding| joins the cost (when there is one)
-        self.shape = tuple(int(n) for n in shape)
-        self.in_fold = in_fold
-        self.out_fold = out_fold
-        self.l0 = l0
-        self.geometry = geometry
-        self.embedding_shape = None if embedding is None else (int(embedding[0]), int(embedding[1]))
-        per_replica = [_default_init(self.shape, seed, self.embedding_shape, dtype) for seed in seeds]
-        self.params = nn.Parameter(torch.stack([torch.cat([part.flatten() for part in parts]) for parts in per_replica]))
-        replicas = len(seeds)
-        self.register_buffer("in_perm", torch.arange(self.n_input_positions).repeat(replicas, 1))
-        self.register_buffer("out_perm", torch.arange(self.shape[-1]).repeat(replicas, 1))
         if geometry != "line" and (in_fold, out_fold) != (1, 1):
             raise ValueError(f"folds (in_fold={in_fold}, out_fold={out_fold}) are for the line geometry only")
-        for i in range(self.depth):
-            distance = wire_lengths(self.coordinates(i + 1), self.coordinates(i))
-            self.register_buffer(f"distance_{i}", distance, persistent=False)  # rebuilt from the shape, never saved
+        shape = tuple(int(n) for n in shape)
+        folds = [in_fold] + [1] * (len(shape) - 2) + [out_fold]
+        network = chain([layer_coordinates(geometry, shape, i, fold) for i, fold in enumerate(folds)], in_fold)
+        embedding_shape = None if embedding is None else (int(embedding[0]), int(embedding[1]))
+        per_replica = [_default_init(shape, seed, embedding_shape, dtype) for seed in seeds]
+        params = torch.stack([torch.cat([part.flatten() for part in parts]) for parts in per_replica])
+        super().__init__(network, params, l0, mean_cost, geometry)
+        self.embedding_cost = embedding_cost  # l0 * |embedding| joins the cost (when there is one)
+        self.shape = shape
+        self.in_fold = in_fold
+        self.out_fold = out_fold
+        self.embedding_shape = embedding_shape
 
     def coordinates(self, layer: int) -> torch.Tensor:
         """Where the positions of neuron layer `layer` sit: (n,) on a line (input folds repeat the
         positions), (n, 2) on grids."""
-        fold = self.in_fold if layer == 0 else self.out_fold if layer == self.depth else 1
-        return layer_coordinates(self.geometry, self.shape, layer, fold)
-
-    def layer_views(self, flat: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Weights (R, out, in) and biases (R, out) of every layer, as views into a flat (R, P) tensor.
-
-        All parameters live in one (R, P) tensor, each layer's weights then its biases, so that the
-        optimizer updates them in a handful of operations; gradients and Adam moments share this
-        layout, and this gives the per-layer views of any of them.
-        """
-        views = [self.layer_view(flat, i) for i in range(self.depth)]
-        return [weight for weight, _ in views], [bias for _, bias in views]
+        points = self.network.spaces[layer].coordinates
+        return torch.cat([points] * self.in_fold) if layer == 0 else points
 
     def layer_offsets(self) -> list[int]:
         """Where each linear layer's weights start in the flat layout (its biases follow them)."""
-        sizes = [n_in * n_out + n_out for n_in, n_out in zip(self.shape[:-1], self.shape[1:])]
-        return [sum(sizes[:layer]) for layer in range(self.depth)]
-
-    def layer_view(self, flat: torch.Tensor, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Weights (R, out, in) and biases (R, out) of linear layer `layer`, views into `flat` (R, P)."""
-        start = self.layer_offsets()[layer]
-        n_in, n_out = self.shape[layer], self.shape[layer + 1]
-        middle = start + n_out * n_in
-        return flat[:, start:middle].view(-1, n_out, n_in), flat[:, middle : middle + n_out]
+        return list(self.network.offsets[: self.depth])
 
     def embedding_view(self, flat: torch.Tensor) -> torch.Tensor:
         """The (R, tokens, dim) token embeddings, a view into `flat` (R, P), after the last layer."""
-        start = self.layer_offsets()[-1] + self.shape[-1] * (self.shape[-2] + 1)
-        return flat[:, start:].view(-1, *self.embedding_shape)
+        return flat[:, self.network.parameters :].view(-1, *self.embedding_shape)
 
     @property
     def embedding(self) -> torch.Tensor | None:
@@ -115,53 +93,10 @@ class BioMLP(nn.Module):
         table = self.embedding
         return torch.cat([_lookup(table, x[:, :, fold]) for fold in range(x.shape[2])], dim=2)
 
-    def replica_view(self, replica: int) -> BioMLP:
-        """Replica `replica` alone (R = 1), sharing this model's memory: parameters and permutations
-        are views, so training or relocating the view changes that replica of this model."""
-        view = copy.copy(self)
-        view._parameters, view._buffers, view._modules = dict(self._parameters), dict(self._buffers), dict(self._modules)
-        view.params = nn.Parameter(self.params.detach()[replica : replica + 1])
-        view.in_perm, view.out_perm = self.in_perm[replica : replica + 1], self.out_perm[replica : replica + 1]
-        return view
-
-    def replica_subset(self, replicas: Sequence[int]) -> BioMLP:
-        """A copy holding only the given replicas (parameters and permutations), in that order.
-
-        The replica-indexed tensors are left out of the deep copy (the memo hands back the originals,
-        then they are replaced), so a subset costs its own size, not the whole batch's."""
-        subset = copy.deepcopy(self, memo={id(tensor): tensor for tensor in (self.params, self.in_perm, self.out_perm)})
-        index = torch.as_tensor(list(replicas), device=self.params.device)
-        subset.params = nn.Parameter(self.params.detach()[index].clone())
-        subset.in_perm, subset.out_perm = self.in_perm[index].clone(), self.out_perm[index].clone()
-        return subset
-
-    @property
-    def weights(self) -> list[torch.Tensor]:
-        """Each linear layer's weights, (R, out, in) views into `params`."""
-        return self.layer_views(self.params)[0]
-
-    @property
-    def biases(self) -> list[torch.Tensor]:
-        """Each linear layer's biases, (R, out) views into `params`."""
-        return self.layer_views(self.params)[1]
-
-    @property
-    def depth(self) -> int:
-        """Number of linear layers."""
-        return len(self.shape) - 1
-
-    @property
-    def replicas(self) -> int:
-        return self.in_perm.shape[0]
-
     @property
     def n_input_positions(self) -> int:
         """Input neurons that relocation moves: one per input feature, all folds moving together."""
         return self.shape[0] // self.in_fold
-
-    def distance(self, layer: int) -> torch.Tensor:
-        """Wire lengths |x_out - x_in| of linear layer `layer`, shape (out, in)."""
-        return getattr(self, f"distance_{layer}")
 
     def to_positions(self, x: torch.Tensor) -> torch.Tensor:
         """Inputs (R, B, in) or (B, in) in feature order, rearranged so position p holds in_perm[p]."""
@@ -170,10 +105,6 @@ class BioMLP(nn.Module):
         offsets = torch.arange(self.in_fold, device=x.device) * self.n_input_positions
         index = (offsets[None, :, None] + self.in_perm[:, None, :]).reshape(self.replicas, 1, -1)
         return torch.gather(x, 2, index.expand(-1, x.shape[1], -1))
-
-    def output_order(self) -> torch.Tensor:
-        """(R, out): the position that computes each output feature."""
-        return torch.argsort(self.out_perm, dim=1)
 
     def forward_positions(self, x: torch.Tensor, output_order: torch.Tensor, replica: int | None = None) -> torch.Tensor:
         """The network on inputs already in position order (`to_positions`); outputs in feature order.
