@@ -17,6 +17,8 @@ compiled loops); the tests hold it to this file, bit for bit where both call the
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 from torch import nn
@@ -368,4 +370,287 @@ def literal_grid_train(model: LiteralGridMLP, data, batches: list[torch.Tensor],
                 rows[step] = (loss_train.item(), torch.mean(test.float()).item(), cc.item())
             if (step + 1) % 500 == 0:
                 model.relocate(30)
+    return rows
+
+
+class LiteralLinear(nn.Module):
+    """An `nn.Linear` whose rows and columns sit on a line, folds repeating the positions (Section 3.4)."""
+
+    def __init__(self, n_in: int, n_out: int, in_fold: int = 1, out_fold: int = 1, in_head: int = 1,
+                 out_head: int = 1) -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_in, n_out)
+        self.in_fold, self.out_fold, self.in_head, self.out_head = in_fold, out_fold, in_head, out_head
+
+        def line(n: int, fold: int) -> torch.Tensor:
+            per = n // fold
+            return torch.tensor(list(np.linspace(1 / (2 * per), 1 - 1 / (2 * per), num=per)) * fold, dtype=torch.float)
+
+        self.in_coordinates, self.out_coordinates = line(n_in, in_fold), line(n_out, out_fold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x)
+
+
+def literal_gelu(x: torch.Tensor) -> torch.Tensor:
+    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+
+
+class LiteralBlock(nn.Module):
+    """Causal attention with fused q/k/v rows, then a GELU MLP, each added to the residual stream;
+    the LayerNorms exist but are applied only with `layer_norm` (the notebook never applies them)."""
+
+    def __init__(self, width: int, heads: int, mlp_width: int, layer_norm: bool) -> None:
+        super().__init__()
+        self.width, self.heads, self.layer_norm = width, heads, layer_norm
+        self.ln_1 = nn.LayerNorm(width)
+        self.qkv = LiteralLinear(width, 3 * width, out_fold=3, out_head=heads)
+        self.proj = LiteralLinear(width, width, in_head=heads)
+        self.ln_2 = nn.LayerNorm(width)
+        self.mlp_in, self.mlp_out = LiteralLinear(width, mlp_width), LiteralLinear(mlp_width, width)
+
+    def attention(self, x: torch.Tensor) -> torch.Tensor:
+        samples, tokens, width = x.shape
+        head = width // self.heads
+        x = self.qkv(x)
+        q, k, v = (x[:, :, i * width : (i + 1) * width].reshape(samples, tokens, self.heads, head) for i in range(3))
+        scores = torch.einsum("ijhl,ikhl->ijkh", q, k) / np.sqrt(head)
+        mask = torch.tril(torch.ones(tokens, tokens) * float("-inf"), diagonal=-1).permute(1, 0)
+        weights = nn.Softmax(dim=2)(scores + mask.unsqueeze(dim=0).unsqueeze(dim=3))
+        return self.proj(torch.einsum("ijkl,iklh->ijlh", weights, v).reshape(samples, tokens, width))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attention(self.ln_1(x) if self.layer_norm else x)
+        return x + self.mlp_out(literal_gelu(self.mlp_in(self.ln_2(x) if self.layer_norm else x)))
+
+
+class LiteralTransformer(nn.Module):
+    """The transformer of Section 3.4 as its notebook computes it, one network, float64 by default.
+
+    `layers` lists its maps and LayerNorms in the notebook's order (`get_linear_layers`): the embedding,
+    per block ln_1, qkv, proj, ln_2, mlp in, mlp out, then ln_f and the output map. Neuron layer i sits
+    between layers i - 1 and i; which neuron layers relocation moves, and how, follows from that list:
+    the residual stream's five neuron layers move as one, the LayerNorm outputs never."""
+
+    def __init__(self, inputs: int = 2, outputs: int = 2, width: int = 32, heads: int = 1, blocks: int = 2,
+                 mlp_width: int = 128, layer_norm: bool = False, top_k: int = 20) -> None:
+        super().__init__()
+        self.embed = LiteralLinear(inputs, width)
+        self.blocks = nn.ModuleList(LiteralBlock(width, heads, mlp_width, layer_norm) for _ in range(blocks))
+        self.ln_f = nn.LayerNorm(width)
+        self.unembed = LiteralLinear(width, outputs)
+        self.layer_norm, self.top_k, self.l0 = layer_norm, top_k, 0.5
+        self.in_perm = nn.Parameter(torch.arange(inputs, dtype=torch.float))
+        self.out_perm = nn.Parameter(torch.arange(outputs, dtype=torch.float))
+        self.layers = [self.embed]
+        for block in self.blocks:
+            self.layers += [block.ln_1, block.qkv, block.proj, block.ln_2, block.mlp_in, block.mlp_out]
+        self.layers += [self.ln_f, self.unembed]
+        self.residual = [3 * b + 1 for b in range(2 * blocks + 1)]
+        self.skipped = [3 * b + 2 for b in range(2 * blocks + 1)]
+        self.normal = [3 * b for b in range(2 * blocks + 2)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.embed(x[:, :, self.in_perm.long()])
+        for block in self.blocks:
+            x = block(x)
+        y = self.unembed(self.ln_f(x) if self.layer_norm else x)
+        inverse = torch.zeros(len(self.out_perm), dtype=torch.long)
+        inverse[self.out_perm.long()] = torch.arange(len(self.out_perm))
+        return y[:, :, inverse]
+
+    def residual_after(self, x: torch.Tensor, blocks: int) -> torch.Tensor:
+        """The residual stream after the first `blocks` blocks (in position order)."""
+        x = self.embed(x[:, :, self.in_perm.long()])
+        for block in self.blocks[:blocks]:
+            x = block(x)
+        return x
+
+    def maps(self) -> list[LiteralLinear]:
+        return [layer for layer in self.layers if isinstance(layer, LiteralLinear)]
+
+    def cost(self, weight_factor: float = 2.0) -> torch.Tensor:
+        """The mean-per-map cost, biases in, LayerNorms out (the notebook's `get_cc()`)."""
+        total = 0
+        for layer in self.maps():
+            distance = torch.abs(layer.out_coordinates.unsqueeze(dim=1) - layer.in_coordinates.unsqueeze(dim=0))
+            total += torch.mean(torch.abs(layer.linear.weight) * (weight_factor * distance + self.l0))
+            total += torch.mean(torch.abs(layer.linear.bias) * self.l0)
+        return total
+
+    @torch.no_grad()
+    def swap(self, i: int, j, k) -> None:
+        """Swap positions j and k (ints or equal-length index arrays) of neuron layer i."""
+
+        def rows(t: torch.Tensor, a, b) -> None:
+            saved = t[a].clone()
+            t[a] = t[b].clone()
+            t[b] = saved
+
+        def columns(t: torch.Tensor, a, b) -> None:
+            saved = t[:, a].clone()
+            t[:, a] = t[:, b].clone()
+            t[:, b] = saved
+
+        left = self.layers[i - 1] if i > 0 else None
+        right = self.layers[i] if i < len(self.layers) else None
+        if i == 0:
+            rows(self.in_perm, j, k)
+        if i == len(self.layers):
+            rows(self.out_perm, j, k)
+        if left is not None:
+            per = left.linear.weight.shape[0] // left.out_fold
+            for f in range(left.out_fold):
+                rows(left.linear.weight, j + per * f, k + per * f)
+                rows(left.linear.bias, j + per * f, k + per * f)
+        if right is not None and i in self.normal:
+            per = right.linear.weight.shape[1] // right.in_fold
+            for f in range(right.in_fold):
+                columns(right.linear.weight, j + per * f, k + per * f)
+        if right is not None and i in self.residual:
+            after = self.layers[i + 1]
+            per = after.linear.weight.shape[1] // after.in_fold
+            for f in range(after.in_fold):
+                rows(right.weight, j + per * f, k + per * f)
+                rows(right.bias, j + per * f, k + per * f)
+                columns(after.linear.weight, j + per * f, k + per * f)
+
+    def score(self, i: int) -> torch.Tensor:
+        """Summed |weight| per position of neuron layer i: the fold mean of its rows plus of its columns."""
+        left = self.layers[i - 1] if i > 0 else None
+        right = self.layers[i] if i < len(self.layers) else None
+        if isinstance(right, nn.LayerNorm):
+            right = self.layers[i + 1]
+        total = 0.0
+        if left is not None:
+            weight = left.linear.weight
+            total += torch.mean(torch.sum(torch.abs(weight), dim=1).reshape(left.out_fold, -1), dim=0)
+        if right is not None:
+            weight = right.linear.weight
+            total += torch.mean(torch.sum(torch.abs(weight), dim=0).reshape(right.in_fold, -1), dim=0)
+        return total
+
+    def layer_score(self, i: int) -> torch.Tensor:
+        if i != self.residual[0]:
+            return self.score(i)
+        total = 0.0
+        for p in self.residual:
+            total += self.score(p)
+        return total
+
+    def heads(self, i: int) -> int:
+        return self.layers[0].in_head if i == 0 else self.layers[i - 1].out_head
+
+    def neurons(self, i: int) -> int:
+        if i == len(self.layers):
+            return self.layers[i - 1].linear.weight.shape[0]
+        layer = self.layers[i + 1] if isinstance(self.layers[i], nn.LayerNorm) else self.layers[i]
+        return layer.linear.weight.shape[1] // layer.in_fold
+
+    def move(self, i: int, j, k) -> None:
+        """Swap j and k in neuron layer i; in the residual stream, in all its neuron layers."""
+        for p in self.residual if i == self.residual[0] else [i]:
+            self.swap(p, j, k)
+
+    @torch.no_grad()
+    def relocate(self, weight_factor: float = 2.0) -> None:
+        """From the output to the input: head blocks first, then every neuron of the first top_k heads."""
+        for i in reversed(range(len(self.layers) + 1)):
+            if i in self.skipped or (i in self.residual and i != self.residual[0]):
+                continue
+            heads = self.heads(i)
+            head = self.neurons(i) // heads
+            by_head = torch.mean(self.layer_score(i).reshape(heads, head), dim=1)
+            for j in torch.flip(torch.argsort(by_head), [0])[: self.top_k]:
+                block = head * j + np.arange(head)
+                costs = []
+                for k in range(heads):
+                    if i != self.residual[0]:
+                        self.swap(i, block, head * k + np.arange(head))
+                    costs.append(self.cost(weight_factor))
+                    if i != self.residual[0]:
+                        self.swap(i, block, head * k + np.arange(head))
+                k = torch.argmin(torch.stack(costs))
+                if i != self.residual[0]:
+                    self.swap(i, block, head * k + np.arange(head))
+            tail = torch.flip(torch.argsort(self.layer_score(i).reshape(heads, head), dim=1), [1])[: self.top_k]
+            for j in range(tail.shape[0]):
+                for k in tail[j]:
+                    costs = []
+                    for p in range(head):
+                        self.move(i, j * head + k, j * head + p)
+                        costs.append(self.cost(weight_factor))
+                        self.move(i, j * head + k, j * head + p)
+                    self.move(i, j * head + k, j * head + int(torch.argmin(torch.stack(costs))))
+
+
+def literal_transformer(seed: int, prelude=None, **shape) -> LiteralTransformer:
+    """The notebook's model as it builds it: float64 as the default dtype, `manual_seed(seed)`, then
+    `prelude()` (its data draws), then the layers."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(seed)
+        if prelude is not None:
+            prelude()
+        return LiteralTransformer(**shape)
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def literal_regression_data(seed: int, sequences: int = 10000, pairs: int = 2, dim: int = 1):
+    """The notebook's in-context regression data: w ~ U(-1, 1), x ~ U(1, 3), y = w . x, tokens (0, x)
+    and (y, 0); inputs all tokens but the last, labels all but the first; an 80/20 split drawn by
+    numpy, the test ids in Python's set order. Seeds numpy and torch as the notebook does."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        w = torch.rand(sequences, dim) * 2 - 1
+        x = torch.rand(sequences, pairs, dim) * 2 + 1
+        y = torch.einsum("ik,ijk->ij", w, x)
+        y_ = torch.cat([y, torch.zeros([sequences, pairs * dim])], dim=1).reshape(sequences, dim + 1, pairs).permute(0, 2, 1)
+        x_ = torch.cat([torch.zeros([sequences, pairs, 1]), x], dim=2)
+        data = torch.cat([x_, y_], dim=2).reshape(sequences, -1)
+        inputs = data[:, : (2 * pairs - 1) * (dim + 1)].reshape(sequences, 2 * pairs - 1, dim + 1)
+        labels = data[:, dim + 1 :].reshape(sequences, 2 * pairs - 1, dim + 1)
+        train_num = int(sequences * 0.8)
+        train_id = np.random.choice(sequences, train_num, replace=False)
+        test_id = np.array(list(set(np.arange(sequences)) - set(train_id)))
+        return LiteralData(inputs[train_id], labels[train_id], inputs[test_id], labels[test_id]), w
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def literal_incontext_train(model: LiteralTransformer, data: LiteralData, steps: int, log_every: int,
+                            swap_every: int | None, lamb: float = 1e-3, batch: int = 64) -> dict[int, tuple]:
+    """The notebook's loop: each step draws 64 training and 64 test sequences with replacement (numpy's
+    global stream, in that order), the MSE on the y positions plus lambda * cost, AdamW lr 1e-3,
+    lambda x10 at a quarter and at three quarters of the steps; relocation after every `swap_every`-th
+    step (never with None, the published run). Logs {step: (train loss, train last, cost)} floats
+    at every `log_every`-th step, measured in the step's forward pass. The notebook's forward pass on
+    the test batch changes nothing and is left out; its draw is kept."""
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
+    inputs_train = data.train_x.clone().requires_grad_(True)
+    rows = {}
+    with torch.autograd.set_grad_enabled(True):
+        for step in range(steps):
+            if step == int(steps * 1 / 4):
+                lamb *= 10
+            if step == int(steps * 3 / 4):
+                lamb *= 10
+            optimizer.zero_grad()
+            train_choice = np.random.choice(len(inputs_train), batch, replace=True)
+            np.random.choice(len(data.test_x), batch, replace=True)  # the test batch, drawn and not used
+            diff = model(inputs_train[train_choice])[:, ::2, 0] - data.train_y[train_choice][:, ::2, 0]
+            loss = torch.mean(diff**2)
+            loss_last = torch.mean(diff[:, -1] ** 2)
+            cc = model.cost()
+            (loss + lamb * cc).backward()
+            optimizer.step()
+            if step % log_every == 0:
+                rows[step] = (loss.item(), loss_last.item(), cc.item())
+            if swap_every is not None and (step + 1) % swap_every == 0:
+                model.relocate()
     return rows

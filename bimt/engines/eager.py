@@ -13,34 +13,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from bimt.engines.penalties import connection_penalties
 from bimt.network.model import BioMLP, linear
 from bimt.network.optim import AdamW
+from bimt.network.spatial import SpatialModel
 from bimt.tasks.dataset import Dataset
 from bimt.tasks.losses import Loss, logged_metrics
-
-
-def connection_penalties(model: BioMLP, prices: list[torch.Tensor], lam: torch.Tensor) -> dict[bool, torch.Tensor]:
-    """The gradient of lam * cost is lam * price * sign(parameter): lam * price for every parameter,
-    in the flat (R, P) layout (lam / count * price where the cost averages a term over its count
-    entries, as autograd's mean divides). Keyed by whether biases are in the cost: with them, each
-    bias is priced l0; before they join, their entries are 0. An embedding is priced l0 in both."""
-    penalty = torch.zeros_like(model.params.detach())
-    weights, biases = model.layer_views(penalty)
-
-    def scaled(part: torch.Tensor) -> torch.Tensor:
-        """lam per replica, over the entries of `part` (R, ...) when the cost averages them."""
-        share = lam / part[0].numel() if model.mean_cost else lam
-        return share.reshape(-1, *[1] * (part.dim() - 1))
-
-    for weight, price in zip(weights, prices):
-        weight.copy_(scaled(weight) * price)
-    if model.embedding is not None and model.embedding_cost:
-        table = model.embedding_view(penalty)
-        table.copy_((scaled(table) * model.l0).expand_as(table))
-    without_biases = penalty.clone()
-    for bias in biases:
-        bias.copy_((scaled(bias) * model.l0).expand_as(bias))
-    return {False: without_biases, True: penalty}
 
 
 def weight_gradient(grad: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -185,19 +163,20 @@ class EagerEngine:
 class ReplicaByReplicaEngine:
     """The eager engine of a batched group that computes what each replica computes alone, to the bit.
 
-    One `EagerEngine` per replica, each on views of that replica's parameters, moments, data and
+    One engine per replica (`EagerEngine`, or the model's own), each on views of that replica's parameters, moments, data and
     prices (R = 1), steps the replicas in lockstep: every tensor operation then sees the shapes of a
     single run, so it runs the same kernels on the same elements in the same order (a batched
     `baddbmm`, or an elementwise kernel whose vector loop ends elsewhere, would round some elements
     otherwise). Logged test metrics are the model's own, computed replica by replica already.
     """
 
-    def __init__(self, model: BioMLP, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss):
+    def __init__(self, model: SpatialModel, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss,
+                 engine: type = EagerEngine):
         self.model, self.data, self.optimizer, self.loss = model, data, optimizer, loss
         self.replicas = []
         for r in range(model.replicas):
             alone = model.replica_view(r)
-            self.replicas.append(EagerEngine(alone, data.replica_subset(slice(r, r + 1)),
+            self.replicas.append(engine(alone, data.replica_subset(slice(r, r + 1)),
                                              [price[r : r + 1] if price.dim() == 3 else price for price in prices],
                                              optimizer.replica_view(alone.params, r), loss))
 

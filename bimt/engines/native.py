@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from bimt.engines.eager import connection_penalties
+from bimt.engines.penalties import connection_penalties
 from bimt.network.jit import available, jit
 from bimt.network.model import BioMLP
 from bimt.network.optim import AdamW

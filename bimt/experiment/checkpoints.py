@@ -19,6 +19,7 @@ import torch
 from bimt.experiment.files import atomic_path
 from bimt.network.model import BioMLP
 from bimt.network.optim import AdamW
+from bimt.network.spatial import SpatialModel
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -29,7 +30,7 @@ class UnreadableCheckpoint(RuntimeError):
 
 def save_checkpoint(
     path: Path,
-    model: BioMLP,
+    model: SpatialModel,
     optimizer: AdamW,
     replica: int,
     steps_done: int,
@@ -46,7 +47,8 @@ def save_checkpoint(
     one = slice(replica, replica + 1)
     state = {
         "model": {name: getattr(model, name).detach()[one].clone() for name in REPLICA_STATE},
-        "shape": list(model.shape),
+        "shape": list(model.shape) if isinstance(model, BioMLP) else None,  # an MLP's widths, for a reader
+        "maps": [list(model.network.shape(m)) for m in model.network.maps],
         "optimizer": {"step": optimizer.steps, **{name: getattr(optimizer, name)[one].clone() for name in MOMENTS}},
         "step": steps_done,
         "config": config,
@@ -58,7 +60,7 @@ def save_checkpoint(
         temporary.write_bytes(buffer.getvalue())
 
 
-REPLICA_STATE = ("params", "in_perm", "out_perm")  # a BioMLP's tensors with a leading replica axis
+REPLICA_STATE = ("params", "in_perm", "out_perm")  # a model's tensors with a leading replica axis
 MOMENTS = ("exp_avg", "exp_avg_sq")  # the AdamW state laid out like the parameters
 
 
@@ -74,7 +76,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     return checkpoint
 
 
-def load_checkpoint(checkpoint: dict[str, Any], model: BioMLP, optimizer: AdamW, replica: int = 0) -> None:
+def load_checkpoint(checkpoint: dict[str, Any], model: SpatialModel, optimizer: AdamW, replica: int = 0) -> None:
     """Restore a single-replica checkpoint (`read_checkpoint`) into replica `replica` of `model` and `optimizer`."""
     with torch.no_grad():
         for name in REPLICA_STATE:

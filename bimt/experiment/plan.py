@@ -19,6 +19,8 @@ import torch
 from bimt.experiment.schema import DTYPES, RunConfig
 from bimt.experiment.validate import ConfigError, model_shape, require
 from bimt.network.model import BioMLP
+from bimt.network.spatial import SpatialModel
+from bimt.network.transformer import BioTransformer, transformer_network
 from bimt.tasks import DataError, Dataset, Minibatches, SettingError, Task, formulas
 from bimt.tasks.dataset import stack_datasets
 from bimt.tasks.images import IMAGE_TASKS
@@ -34,7 +36,7 @@ class Plan:
     device: torch.device
     seeds: list[int]
     data: Dataset
-    model: BioMLP
+    model: SpatialModel
     settings: TrainSettings
     replicas: ReplicaSettings
 
@@ -49,6 +51,10 @@ def plan_group(configs: Sequence[RunConfig], task: Task) -> Plan:
     seeds = [config.run_seed for config in configs]
     data = group_data(first, task, seeds, [config.data_seed for config in configs], device)
     model = build_model(first, task, seeds).to(device)
+    if data.train_x.is_floating_point():
+        data = replace(data, train_x=data.train_x.to(model.params.dtype), test_x=data.test_x.to(model.params.dtype),
+                       train_y=data.train_y.to(model.params.dtype) if data.train_y.is_floating_point() else data.train_y,
+                       test_y=data.test_y.to(model.params.dtype) if data.test_y.is_floating_point() else data.test_y)
     return Plan(configs, task, device, seeds, data, model, build_settings(first, task),
                 replica_settings(configs, device))
 
@@ -83,9 +89,12 @@ def build_settings(config: RunConfig, task: Task) -> TrainSettings:
     )
 
 
-def build_model(config: RunConfig, task: Task, seeds: Sequence[int]) -> BioMLP:
+def build_model(config: RunConfig, task: Task, seeds: Sequence[int]) -> SpatialModel:
     """The run's network, one replica per seed (initial weights drawn from each)."""
     m = config.model
+    if m.architecture == "transformer":
+        return BioTransformer(task.inputs, task.outputs, seeds, m.width, m.heads, m.blocks, m.hidden[0], m.layer_norm,
+                              m.l0, DTYPES[m.dtype], task.init_prelude)
     embedding = (task.tokens, m.embedding_dim) if task.tokens else None
     return BioMLP(model_shape(config, task), seeds, m.in_fold, m.out_fold, m.l0, embedding, DTYPES[m.dtype],
                   m.mean_cost, m.embedding_cost, m.geometry)
@@ -129,13 +138,19 @@ def group_data(config: RunConfig, task: Task, seeds: Sequence[int], data_seeds: 
         stacked = stack_datasets(datasets[:1], device).expand(len(seeds))
     else:
         stacked = stack_datasets(datasets, device)
-    batches = None if config.batch_size is None else Minibatches(stacked.train_x.shape[1], config.batch_size, seeds)
+    sampler = task.sampler or Minibatches
+    batches = None if config.batch_size is None else sampler(stacked.train_x.shape[1], config.batch_size, seeds)
     return replace(stacked, batches=batches, eval_size=datasets[0].eval_size)
 
 
 def sample_count(config: RunConfig, task: Task) -> int:
-    """The larger of a run's training and test sets: all pairs bound it for a task with tokens."""
-    return task.tokens**2 if task.tokens else max(config.task.n_train, config.task.n_test)
+    """The larger of a run's training and test sets: all pairs bound it for a task with tokens, all
+    sequences for a sequence task."""
+    if task.tokens:
+        return task.tokens**2
+    if config.task.sequences is not None:
+        return config.task.sequences
+    return max(config.task.n_train, config.task.n_test)
 
 
 def memory_needed(config: RunConfig, task: Task, replicas: int = 1) -> int:
@@ -143,9 +158,15 @@ def memory_needed(config: RunConfig, task: Task, replicas: int = 1) -> int:
     two penalty tables, prices, wire lengths: 8 copies of 4 bytes), activations kept for the backward
     pass (of a minibatch, where there are minibatches; the whole evaluation otherwise), relocation's
     float64 placement matrix of the widest layer, and the data itself."""
+    samples = sample_count(config, task)
+    if config.model.architecture == "transformer":
+        m = config.model
+        network = transformer_network(task.inputs, task.outputs, m.width, m.heads, m.blocks, m.hidden[0])
+        tokens = samples * max(1, 2 * config.task.pairs - 1)  # the evaluation of a whole split, token by token
+        per_replica = 8 * (8 * network.parameters + tokens * (5 * m.width + m.hidden[0]) * m.blocks)
+        return replicas * per_replica
     widths = model_shape(config, task)
     parameters = sum(n_in * n_out + n_out for n_in, n_out in zip(widths[:-1], widths[1:]))
-    samples = sample_count(config, task)
     data = 4 * widths[0] * (config.task.n_train + config.task.n_test) if task.name in IMAGE_TASKS else 0
     per_replica = 4 * (8 * parameters + 4 * samples * sum(widths)) + 8 * max(widths) ** 2
     return replicas * per_replica + data

@@ -159,6 +159,8 @@ def _run_group(configs: list[RunConfig], run_dirs: list[Path], task: Task) -> li
         return [results[job] for job in range(len(configs))]
 
     final = evaluate(model, data, LOSSES[task.loss])
+    if task.final_metrics is not None:
+        final.update(task.final_metrics(model, data))
     for replica, job in enumerate(active):
         values = {key: value[replica].item() for key, value in final.items()}
         results[job] = _finish_job(configs[job], run_dirs[job], task, model, data, replica, values, wall_s, logger)

@@ -48,15 +48,20 @@ class TaskConfig:
     high: float | None = unless_set("formulas: inputs are drawn uniformly from [low, high)")
     noise: float | None = unless_set("formulas: std of Gaussian noise on the training labels; two_moons: make_moons' noise")
     p: int | None = unless_set("modular_addition: the modulus")
-    train_fraction: float | None = unless_set("group tasks: share of all pairs that are training data")
+    train_fraction: float | None = unless_set("group tasks: share of all pairs that are training data; incontext: "
+                                              "share of the sequences")
     eval_size: int | None = unless_set("digits, mnist: samples of each split that the logged metrics are measured on")
     path: str | None = unless_set("mnist: the folder of the four IDX files")
+    sequences: int | None = unless_set("incontext: sequences (one task w each), split into train and test")
+    pairs: int | None = unless_set("incontext: (x, y) pairs per sequence")
+    dim: int | None = unless_set("incontext: dimension of x and w")
     download: bool | None = unless_set("mnist: fetch the files with torchvision's downloader when they are missing")
 
 
 @dataclass
 class ModelConfig:
-    hidden: list[int] = doc("hidden widths, one per hidden layer")
+    architecture: str = doc("mlp | transformer: the network the task's inputs fit (task=incontext picks transformer)")
+    hidden: list[int] = doc("mlp: hidden widths, one per hidden layer; transformer: one width, each block's MLP's")
     in_fold: int = doc("input neurons placed in this many stacked rows (must divide the task's inputs)")
     out_fold: int = doc("output neurons placed in this many rows (must divide the task's outputs)")
     l0: float = doc("constant cost per unit of weight: the distance between adjacent layers")
@@ -68,6 +73,11 @@ class ModelConfig:
     geometry: str = doc("line | grid: where neurons sit, which sets the wire lengths")
     local_output_layer: bool = doc("the output layer's wires cost their length in the training cost (false: "
                                    "l0 only, the notebooks' no_penalize_last=True)")
+    width: int | None = unless_set("transformer: neurons of the residual stream")
+    heads: int | None = unless_set("transformer: attention heads, each a block of width / heads positions")
+    blocks: int | None = unless_set("transformer: blocks of attention then MLP")
+    layer_norm: bool | None = unless_set("transformer: apply the pre-norm LayerNorms (false: they exist, and move with "
+                                         "the residual stream, but are not applied, as in the notebook)")
 
 
 @dataclass
@@ -210,7 +220,8 @@ def resume_identity(config: dict[str, Any]) -> dict[str, Any]:
 
 # Keys added to the config after runs were already being saved, with the value that reproduces how
 # a run saved without them trained (Sections 3.2-3.3 added the model's cost and dtype settings and the
-# relocation's wire weight; Section 3.5 the geometry, minibatches and pixel-keeping relocation).
+# relocation's wire weight; Section 3.5 the geometry, minibatches and pixel-keeping relocation;
+# Section 3.4 the architecture).
 ADDED_KEYS = {
     ("model", "locality"): 1.0,
     ("model", "mean_cost"): False,
@@ -224,6 +235,7 @@ ADDED_KEYS = {
     ("batch_size",): None,
     ("task", "data_seed"): None,
     ("exact_batches",): True,
+    ("model", "architecture"): "mlp",
 }
 
 # Keys renamed since runs were first saved: old path -> new path.

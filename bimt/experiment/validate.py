@@ -19,6 +19,7 @@ from bimt.experiment.schema import DEVICES, DTYPES, RunConfig
 from bimt.network import jit
 from bimt.network.geometry import GEOMETRIES, grid_problem
 from bimt.tasks import SettingError, Task, build_task
+from bimt.tasks.base import ARCHITECTURES
 
 SEEDS = 2**32  # numpy's seeds are below this
 
@@ -77,6 +78,7 @@ def validate(config: RunConfig) -> Task:
                              ("task.seed", config.task.seed, ""), ("task.data_seed", config.task.data_seed, "")):
         require(value is None or 0 <= value < SEEDS,
                 f"{key}={value} is not allowed; use an integer from 0 to {SEEDS - 1}{what}")
+    _check_architecture(config, task)
     require(len(model.hidden) >= 1, "model.hidden=[] is not allowed; give at least one hidden width")
     for width in model.hidden:
         require(width >= 1, f"model.hidden={list(model.hidden)} is not allowed; every hidden width must be >= 1")
@@ -109,6 +111,34 @@ def validate(config: RunConfig) -> Task:
     require(config.engine != "native" or jit.available(),
             "engine=native needs numba, which cannot be imported here (pip install numba); or use engine=eager")
     return task
+
+
+def _check_architecture(config: RunConfig, task: Task) -> None:
+    """The model is the one the task's inputs fit; a transformer's shape is whole."""
+    model = config.model
+    require(model.architecture in ARCHITECTURES,
+            f"model.architecture={model.architecture!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")
+    require(model.architecture == task.architecture, f"model.architecture={model.architecture} does not fit task "
+            f"{task.name}, which trains a {task.architecture}; use model={'mlp2' if task.architecture == 'mlp' else 'transformer'}")
+    if model.architecture != "transformer":
+        for key in ("width", "heads", "blocks", "layer_norm"):
+            require(getattr(model, key) is None, f"model.{key}={getattr(model, key)} is for transformers; "
+                    f"task {task.name} trains an MLP, so leave it unset")
+        return
+    for key in ("width", "heads", "blocks"):
+        value = getattr(model, key)
+        require(value is not None and value >= 1, f"model.{key}={value} is not allowed; it must be an integer >= 1")
+    require(model.width % model.heads == 0, f"model.width={model.width} does not split into model.heads={model.heads} "
+            "heads; use a width divisible by the heads")
+    require(model.layer_norm is not None, "model.layer_norm=None is not allowed; use true or false")
+    require(len(model.hidden) == 1, f"model.hidden={list(model.hidden)} is not allowed for a transformer; give one "
+            "width, each block's MLP's (e.g. [128])")
+    require(model.geometry == "line", f"model.geometry={model.geometry} is not allowed for a transformer; its neurons "
+            "sit on lines (model.geometry=line)")
+    require(model.in_fold == 1 and model.out_fold == 1, f"model.in_fold={model.in_fold} and model.out_fold="
+            f"{model.out_fold}: a transformer's token channels have no folds; both must be 1")
+    require(config.engine != "native", f"engine=native runs MLPs only; task {task.name} trains a transformer: "
+            "use engine=eager")
 
 
 def _check_task_fits(config: RunConfig, task: Task) -> None:
@@ -151,5 +181,10 @@ def model_shape(config: RunConfig, task: Task) -> list[int]:
 
 
 def training_samples(config: RunConfig, task: Task) -> int:
-    """The size of the training set (for a task with tokens: its share of all pairs)."""
-    return int(task.tokens**2 * config.task.train_fraction) if task.tokens else config.task.n_train
+    """The size of the training set (for a task with tokens: its share of all pairs; for sequences,
+    its share of them)."""
+    if task.tokens:
+        return int(task.tokens**2 * config.task.train_fraction)
+    if config.task.sequences is not None:
+        return int(config.task.sequences * config.task.train_fraction)
+    return config.task.n_train

@@ -122,6 +122,11 @@ class BioMLP(SpatialModel):
                 x = F.silu(x)
         return torch.gather(x, 2, output_order[:, None, :].expand(-1, x.shape[1], -1))
 
+    def replica_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each replica's outputs (1, n, out) on its inputs x[r], alone, with a single run's kernels."""
+        inputs, order = self.to_positions(self.features(x)), self.output_order()
+        return [self.forward_positions(inputs[r : r + 1], order[r : r + 1], r) for r in range(self.replicas)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Map inputs (R, B, in) or (B, in), in feature order (token ids for an embedding model), to
         outputs (R, B, out) in feature order."""

@@ -107,6 +107,11 @@ class SpatialModel(nn.Module):
             setattr(subset, name, getattr(self, name)[index].clone())
         return subset
 
+    def replica_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each replica's outputs (1, n, ...) on its own inputs x[r] (x: (R, n, ...)), computed alone,
+        with a single run's kernels: a job's numbers do not depend on the group it trains in."""
+        return [self.replica_view(r)(x[r : r + 1]) for r in range(self.replicas)]
+
     def output_order(self) -> torch.Tensor:
         """(R, out): the position that computes each output feature."""
         return torch.argsort(self.out_perm, dim=1)

@@ -12,28 +12,33 @@ from collections.abc import Sequence
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
-from bimt.network.model import BioMLP
+from bimt.network.spatial import SpatialModel
+from bimt.network.transformer import BioTransformer
 from bimt.pictures.figures import FIGURES, task_figures
 from bimt.pictures.grid import GridNetworkPicture
 from bimt.pictures.network import NetworkPicture
 from bimt.pictures.style import figure_to_array
+from bimt.pictures.transformer import TransformerPicture
 
 
 def network_picture(
-    model: BioMLP,
+    model: SpatialModel,
     input_labels: Sequence[str] | None = None,
     output_labels: Sequence[str] | None = None,
     ax: Axes | None = None,
-) -> NetworkPicture | GridNetworkPicture:
-    """The picture for the model's geometry: neuron rows (`line`) or stacked grids (`grid`, which
-    labels its outputs only: its inputs are pixels, drawn where they sit)."""
+) -> NetworkPicture | GridNetworkPicture | TransformerPicture:
+    """The picture for the model: a transformer's rows of spaces, or for an MLP's geometry neuron rows
+    (`line`) or stacked grids (`grid`, which labels its outputs only: its inputs are pixels, drawn
+    where they sit)."""
+    if isinstance(model, BioTransformer):
+        return TransformerPicture(model, input_labels, output_labels, ax)
     if model.geometry == "grid":
         return GridNetworkPicture(model, output_labels, ax)
     return NetworkPicture(model, input_labels, output_labels, ax)
 
 
 def draw_network(
-    model: BioMLP,
+    model: SpatialModel,
     replica: int = 0,
     input_labels: Sequence[str] | None = None,
     output_labels: Sequence[str] | None = None,
@@ -45,5 +50,5 @@ def draw_network(
     return network_picture(model, input_labels, output_labels, ax).update(model, replica, title)
 
 
-__all__ = ["FIGURES", "GridNetworkPicture", "NetworkPicture", "draw_network", "figure_to_array", "network_picture",
+__all__ = ["FIGURES", "GridNetworkPicture", "NetworkPicture", "TransformerPicture", "draw_network", "figure_to_array", "network_picture",
            "task_figures"]

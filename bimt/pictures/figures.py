@@ -12,9 +12,12 @@ import torch
 from matplotlib.figure import Figure
 
 from bimt.network.model import BioMLP
+from bimt.network.spatial import SpatialModel
+from bimt.network.transformer import BioTransformer
 from bimt.pictures.grid import draw_input_weights
 from bimt.tasks.base import Task
 from bimt.tasks.dataset import Dataset
+from bimt.tasks.incontext import w_probe
 
 
 def draw_predictions(true: torch.Tensor, predicted: torch.Tensor, title: str) -> Figure:
@@ -104,19 +107,47 @@ def _predictions(model: BioMLP, data: Dataset, task: Task) -> Figure:
     return draw_predictions(data.test_y[0], predicted, f"{task.name}\ntest MSE = {error:.2e}")
 
 
+@torch.no_grad()
+def _incontext_predictions(model: BioTransformer, data: Dataset, task: Task) -> Figure:
+    """Predicted against true y at the last position of every test sequence (the in-context
+    prediction), replica 0, with its MSE."""
+    predicted = model.replica_view(0)(data.test_x[:1])[0, :, -1, 0]
+    true = data.test_y[0, :, -1, 0]
+    error = float(((predicted - true) ** 2).mean())
+    return draw_predictions(true, predicted, f"last position: test MSE = {error:.2e}")
+
+
+def _w_neurons(model: BioTransformer, data: Dataset, task: Task) -> Figure:
+    """The two residual neurons after block 1 that best encode w (by the probe's standardised
+    coefficients), at the last position of every test sequence, coloured by w (Figure 7)."""
+    probe = w_probe(model, data)
+    first, second = probe.neurons
+    fig = Figure(figsize=(3.8, 3.2), dpi=100)
+    fig.subplots_adjust(left=0.18, right=0.95, bottom=0.15, top=0.88)
+    ax = fig.subplots()
+    points = ax.scatter(probe.features[:, first], probe.features[:, second], c=probe.w, s=3, cmap="coolwarm")
+    fig.colorbar(points, ax=ax, label="w")
+    ax.set_xlabel(f"Res2 neuron {first + 1}")
+    ax.set_ylabel(f"Res2 neuron {second + 1}")
+    ax.set_title(f"w in the residual stream: probe $R^2$ = {probe.r2:.3f}", fontsize=9)
+    return fig
+
+
 def _input_weights(model: BioMLP, data: Dataset, task: Task) -> Figure:
     """The first hidden layer's input weights as images of the task's square input."""
     return draw_input_weights(model, math.isqrt(task.inputs))
 
 
-FIGURES: dict[str, Callable[[BioMLP, Dataset, Task], Figure]] = {
+FIGURES: dict[str, Callable[[SpatialModel, Dataset, Task], Figure]] = {
     "pred_vs_true": _predictions,
     "decision_boundary": lambda model, data, task: draw_decision_boundary(model, data),
     "embeddings": lambda model, data, task: draw_embeddings(model, task),
     "input_weights": _input_weights,
+    "incontext_predictions": _incontext_predictions,
+    "w_neurons": _w_neurons,
 }
 
 
-def task_figures(model: BioMLP, data: Dataset, task: Task) -> dict[str, Figure]:
+def task_figures(model: SpatialModel, data: Dataset, task: Task) -> dict[str, Figure]:
     """The figures `task` declares, drawn from replica 0 of `model` (name -> figure)."""
     return {name: FIGURES[name](model, data, task) for name in task.figures}

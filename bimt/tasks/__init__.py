@@ -1,4 +1,5 @@
-"""The tasks: Section 3.1's formulas (and your own), two moons, group operations, handwritten digits.
+"""The tasks: Section 3.1's formulas (and your own), two moons, group operations, in-context regression,
+handwritten digits.
 
 Each module declares its tasks' data, loss and figures (see `bimt.tasks.base.Task`) and a `build`
 function that checks a config's `task` section and returns the task. `build_task` is the one place
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bimt.tasks import formulas, groups, images, moons
+from bimt.tasks import formulas, groups, images, incontext, moons
 from bimt.tasks.base import SettingError, Task
 from bimt.tasks.dataset import Dataset
 from bimt.tasks.formulas import TASKS, custom_task, make_dataset
@@ -25,6 +26,7 @@ BUILDERS: dict[str, Callable[[Any], Task]] = {
     "two_moons": moons.build,
     "modular_addition": groups.build,
     "permutation_s4": groups.build,
+    "incontext": incontext.build,
     "digits": images.build,
     "mnist": images.build,
 }

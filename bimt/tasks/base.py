@@ -6,7 +6,7 @@ trainer and the outputs read only what is declared here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +27,9 @@ def require(ok: bool, message: str) -> None:
 
 
 DataMaker = Callable[["Task", Any, int], Dataset]  # (task, its config section `task`, seed) -> data
+Sampler = Callable[[int, int, Sequence[int]], Any]  # (training samples, batch size, seeds) -> the minibatches
+
+ARCHITECTURES = ("mlp", "transformer")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,12 @@ class Task:
     `uses[o]`, where given, lists the inputs (1-based) that output o depends on: the module
     structure a well-trained modular network should show. `figures` names the task's own pictures
     of a trained model beyond the network (`bimt.pictures.FIGURES` draws them).
+
+    `architecture` is the model the task's inputs fit: an "mlp" (numbers or embedded tokens) or a
+    "transformer" (token sequences). `sampler` draws its minibatches where the notebook draws them
+    its own way (default: a fresh shuffle per epoch, `Minibatches`); `init_prelude` makes the draws
+    the notebook makes from torch's generator between seeding it and building the model.
+    `final_metrics(model, data)` gives the task's own final metrics, (R,) tensors by name.
     """
 
     name: str
@@ -51,6 +60,11 @@ class Task:
     formula: Callable[[np.ndarray], np.ndarray] | None = None
     uses: tuple[tuple[int, ...], ...] | None = None
     output_formulas: tuple[str, ...] = ()  # the outputs in plain text, for the terminal
+    architecture: str = "mlp"
+    input_names: tuple[str, ...] = ()  # the inputs' labels where they are not x1, x2, ...
+    final_metrics: Callable[[Any, Dataset], dict[str, Any]] | None = field(default=None, compare=False)
+    sampler: Sampler | None = field(default=None, compare=False)
+    init_prelude: Callable[[], object] | None = field(default=None, compare=False)
 
     @property
     def classifies(self) -> bool:
@@ -69,4 +83,4 @@ class Task:
 
     @property
     def input_labels(self) -> tuple[str, ...]:
-        return tuple(f"$x_{{{i + 1}}}$" for i in range(self.inputs))
+        return self.input_names or tuple(f"$x_{{{i + 1}}}$" for i in range(self.inputs))

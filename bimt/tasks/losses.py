@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 if TYPE_CHECKING:
-    from bimt.network.model import BioMLP
+    from bimt.network.spatial import SpatialModel
     from bimt.tasks.dataset import Dataset
 
 
@@ -88,7 +88,31 @@ class OneHotMeanSquaredError:
         return torch.stack([torch.ops.aten.mse_loss_backward(seed, output[r], one_hot[r], mean) for r in range(len(output))])
 
 
-LOSSES: dict[str, Loss] = {loss.name: loss for loss in (MeanSquaredError(), CrossEntropy(), OneHotMeanSquaredError())}
+class InContextMeanSquaredError:
+    """The squared error of a sequence model at its predicted positions (Section 3.4): outputs and
+    targets (R, n, tokens, channels); every other token from the first, channel 0, as the notebook's
+    `pred[:, ::2, 0]`. `last` is the error at the last position alone, the in-context prediction."""
+
+    name = "incontext_mse"
+    classifies = False
+
+    def forward(self, output: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Size]]:
+        error = output[:, :, ::2, 0] - target[:, :, ::2, 0]
+        return (error**2).mean(dim=(1, 2)), (error, output.shape)
+
+    def backward(self, saved: tuple[torch.Tensor, torch.Size]) -> torch.Tensor:
+        error, shape = saved
+        grad = torch.zeros(shape, dtype=error.dtype, device=error.device)
+        grad[:, :, ::2, 0] = error * 2.0 * _mean_scale(error[0].numel(), error.dtype, error.device)
+        return grad
+
+    def last(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """The squared error at the last position, per replica (R,)."""
+        return ((output[:, :, -1, 0] - target[:, :, -1, 0]) ** 2).mean(dim=1)
+
+
+LOSSES: dict[str, Loss] = {loss.name: loss for loss in (MeanSquaredError(), CrossEntropy(), OneHotMeanSquaredError(),
+                                                        InContextMeanSquaredError())}
 
 
 def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -97,20 +121,22 @@ def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def measure(model: BioMLP, x: torch.Tensor, y: torch.Tensor, loss: Loss) -> dict[str, torch.Tensor]:
-    """`loss` of every replica on (R, n, ...) data, shape (R,), and `acc` for a classifier.
+def measure(model: SpatialModel, x: torch.Tensor, y: torch.Tensor, loss: Loss) -> dict[str, torch.Tensor]:
+    """`loss` of every replica on (R, n, ...) data, shape (R,), `acc` for a classifier and `last` for
+    a loss that measures a last position.
 
     Each replica is computed on its own, with a single run's kernels: a job's numbers do not
     depend on the batch it trains in (a batched product may round differently on some CPUs)."""
-    inputs, order = model.to_positions(model.features(x)), model.output_order()
-    outputs = [model.forward_positions(inputs[r : r + 1], order[r : r + 1], r) for r in range(model.replicas)]
+    outputs = model.replica_outputs(x)
     values = {"loss": torch.cat([loss.forward(output, y[r : r + 1])[0] for r, output in enumerate(outputs)])}
     if loss.classifies:
         values["acc"] = torch.cat([accuracy(output, y[r : r + 1]) for r, output in enumerate(outputs)])
+    if hasattr(loss, "last"):
+        values["last"] = torch.cat([loss.last(output, y[r : r + 1]) for r, output in enumerate(outputs)])
     return values
 
 
-def final_losses(model: BioMLP, data: Dataset, loss: Loss, prefix: str = "") -> dict[str, torch.Tensor]:
+def final_losses(model: SpatialModel, data: Dataset, loss: Loss, prefix: str = "") -> dict[str, torch.Tensor]:
     """Both splits' losses (R,), named as metrics.json names them: `{prefix}train_mse`, `{prefix}test_mse`,
     or for a classifier `{prefix}train_loss`, `{prefix}train_acc`, `{prefix}test_loss`, `{prefix}test_acc`."""
     name = "loss" if loss.classifies else "mse"
@@ -120,14 +146,18 @@ def final_losses(model: BioMLP, data: Dataset, loss: Loss, prefix: str = "") -> 
         metrics[f"{prefix}{split}_{name}"] = values["loss"]
         if loss.classifies:
             metrics[f"{prefix}{split}_acc"] = values["acc"]
+        if "last" in values:
+            metrics[f"{prefix}{split}_last_mse"] = values["last"]
     return metrics
 
 
-def logged_metrics(model: BioMLP, data: Dataset, loss: Loss) -> dict[str, torch.Tensor]:
-    """What a log line shows besides the training loss: `loss/test`, and for a classifier
-    `acc/test` and `acc/train`, on the data's evaluation subset."""
+def logged_metrics(model: SpatialModel, data: Dataset, loss: Loss) -> dict[str, torch.Tensor]:
+    """What a log line shows besides the training loss: `loss/test`, for a classifier `acc/test` and
+    `acc/train`, for a sequence model `loss/test_last`, on the data's evaluation subset."""
     data = data.evaluation_subset()
     test = measure(model, data.test_x, data.test_y, loss)
+    if "last" in test:
+        return {"loss/test": test["loss"], "loss/test_last": test["last"]}
     if not loss.classifies:
         return {"loss/test": test["loss"]}
     return {"loss/test": test["loss"], "acc/test": test["acc"],

@@ -19,13 +19,14 @@ import torch
 
 from bimt.network.cost import active_weights
 from bimt.network.model import BioMLP
+from bimt.network.spatial import SpatialModel
 from bimt.tasks.base import Task
 from bimt.tasks.dataset import Dataset
 from bimt.tasks.losses import LOSSES, final_losses
 
 
 @torch.no_grad()
-def prune(model: BioMLP, threshold: float = 1e-2) -> BioMLP:
+def prune(model: SpatialModel, threshold: float = 1e-2) -> SpatialModel:
     """A copy of the model with every weight of magnitude below `threshold` set to zero.
 
     Biases, permutations and coordinates are left exactly as they are.
@@ -36,43 +37,51 @@ def prune(model: BioMLP, threshold: float = 1e-2) -> BioMLP:
     return pruned
 
 
-def network_graph(model: BioMLP, replica: int = 0) -> nx.DiGraph:
-    """The network as a directed graph: nodes (layer, position), an edge for every non-zero weight."""
+def network_graph(model: SpatialModel, replica: int = 0) -> nx.DiGraph:
+    """The network as a directed graph: nodes (space, position) (for an MLP, (layer, position)), an
+    edge for every non-zero weight; the folds of a position are one neuron."""
+    network = model.network
     graph = nx.DiGraph()
-    for layer in range(model.depth + 1):
-        n = model.n_input_positions if layer == 0 else model.shape[layer]
-        graph.add_nodes_from((layer, p) for p in range(n))
-    for layer, weight in enumerate(model.weights):
-        w = weight[replica].detach().cpu()
-        if layer == 0:  # all folds of an input position are one neuron
-            w = w.reshape(w.shape[0], model.in_fold, -1).abs().sum(dim=1)
+    for index, space in enumerate(network.spaces):
+        graph.add_nodes_from((index, p) for p in range(space.size))
+    for m, weight in zip(network.maps, model.weights):
+        w = weight[replica].detach().cpu().abs()
+        w = w.reshape(m.out_fold, -1, w.shape[1]).sum(dim=0)
+        w = w.reshape(w.shape[0], m.in_fold, -1).sum(dim=1)
         rows, cols = torch.nonzero(w).T.tolist() if w.any() else ([], [])
-        graph.add_edges_from(((layer, c), (layer + 1, r)) for r, c in zip(rows, cols))
+        graph.add_edges_from(((m.reads, c), (m.writes, r)) for r, c in zip(rows, cols))
     return graph
 
 
-def dependency_matrix(model: BioMLP, replica: int = 0) -> np.ndarray:
+def _space_of(model: SpatialModel, permutation: str) -> int:
+    """The space the data enter by (`in_perm`) or leave by (`out_perm`)."""
+    return next(i for i, space in enumerate(model.network.spaces) if space.permutation == permutation)
+
+
+def dependency_matrix(model: SpatialModel, replica: int = 0) -> np.ndarray:
     """(inputs, outputs) booleans in feature order: does input feature i have a path to output o?"""
     graph = network_graph(model, replica)
+    source, sink = _space_of(model, "in_perm"), _space_of(model, "out_perm")
     in_perm = model.in_perm[replica].tolist()
     out_perm = model.out_perm[replica].tolist()
-    matrix = np.zeros((model.n_input_positions, model.shape[-1]), dtype=bool)
+    matrix = np.zeros((len(in_perm), len(out_perm)), dtype=bool)
     for position, feature in enumerate(in_perm):
-        reached = nx.descendants(graph, (0, position))
+        reached = nx.descendants(graph, (source, position))
         for out_position, out_feature in enumerate(out_perm):
-            matrix[feature, out_feature] = (model.depth, out_position) in reached
+            matrix[feature, out_feature] = (sink, out_position) in reached
     return matrix
 
 
-def output_components(model: BioMLP, replica: int = 0) -> int:
+def output_components(model: SpatialModel, replica: int = 0) -> int:
     """Connected pieces of the network (ignoring edge direction) that contain an output neuron."""
     graph = network_graph(model, replica)
-    outputs = {(model.depth, p) for p in range(model.shape[-1])}
+    sink = _space_of(model, "out_perm")
+    outputs = {(sink, p) for p in range(model.out_perm.shape[1])}
     return sum(1 for part in nx.weakly_connected_components(graph) if part & outputs)
 
 
-def wire_length(model: BioMLP, replica: int = 0) -> list[float]:
-    """Per layer, the mean wire length |x_out - x_in| weighted by |w| (0 for a layer with no weight)."""
+def wire_length(model: SpatialModel, replica: int = 0) -> list[float]:
+    """Per map (for an MLP, per layer), the mean wire length |x_out - x_in| weighted by |w| (0 for a layer with no weight)."""
     lengths = []
     for layer, weight in enumerate(model.weights):
         w = weight[replica].detach().abs()
@@ -100,7 +109,7 @@ def active_embedding_dims(model: BioMLP, threshold: float = 1e-2, replica: int =
 
 
 @torch.no_grad()
-def modularity_metrics(model: BioMLP, data: Dataset, task: Task, threshold: float = 1e-2) -> dict[str, Any]:
+def modularity_metrics(model: SpatialModel, data: Dataset, task: Task, threshold: float = 1e-2) -> dict[str, Any]:
     """Everything above for replica 0 of a trained model, as plain values for metrics.json: for a
     classifier its accuracy after pruning, for a model with embeddings the dimensions still in use,
     for a task that declares its module structure whether that structure was found."""

@@ -1,0 +1,87 @@
+"""The autograd engine: the eager engine of models whose backward pass is not written out (the transformer).
+
+Each step runs the model's forward pass on leaves that are views of the flat parameters, lets
+autograd differentiate the loss, copies the gradients into the flat layout, adds the connection
+cost's gradient (lambda * price * sign, as the eager engine does) and takes one flat AdamW step.
+A single run calls the kernels the literal model calls for its `nn.Linear` layers and its loss (2-D
+`addmm`, the same einsums, softmax and GELU), in the same order, so it is that model's numbers bit
+for bit; the cost's gradient is autograd's for the mean-per-map cost.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from bimt.engines.penalties import connection_penalties
+from bimt.network.optim import AdamW
+from bimt.network.spatial import SpatialModel
+from bimt.tasks.dataset import Dataset
+from bimt.tasks.losses import Loss, logged_metrics
+
+
+class AutogradEngine:
+    """Forward, loss and update of every replica of a model with a `forward_with(weights, biases,
+    vectors, x)` pass, on minibatches of (R, n, ...) sequence data; see the module's docstring."""
+
+    def __init__(self, model: SpatialModel, data: Dataset, prices: list[torch.Tensor], optimizer: AdamW, loss: Loss):
+        self.model, self.data, self.prices, self.optimizer, self.loss = model, data, prices, optimizer, loss
+        model.params.grad = torch.zeros_like(model.params)
+        self.flat, self.flat_grad = model.params.detach(), model.params.grad
+        network = model.network
+        self.leaves = [network.weight(self.flat, i) for i in range(model.depth)]
+        self.leaves += [network.bias(self.flat, i) for i in range(model.depth)]
+        self.leaves += [network.vector(self.flat, i) for i in range(len(network.vectors))]
+        self.grads = [network.weight(self.flat_grad, i) for i in range(model.depth)]
+        self.grads += [network.bias(self.flat_grad, i) for i in range(model.depth)]
+        self.grads += [network.vector(self.flat_grad, i) for i in range(len(network.vectors))]
+        for leaf in self.leaves:
+            leaf.requires_grad_(True)
+        self.samples = torch.arange(model.replicas, device=data.train_x.device)[:, None]
+        self.penalties: dict[bool, torch.Tensor] = {}
+
+    def set_lambda(self, lam: torch.Tensor) -> None:
+        """Per-replica lambda (R,); when every replica's is 0 the cost adds no gradient at all."""
+        self.penalties = {} if bool((lam == 0).all()) else connection_penalties(self.model, self.prices, lam)
+
+    def relocated(self) -> None:
+        """Nothing to re-read: the forward pass gathers through the permutations on every step."""
+
+    @torch.no_grad()
+    def run(self, step: int, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
+        """Up to `count` steps from step `step` on: the number done, and each step's training loss,
+        (steps, R). Fewer than `count` done means the next step's loss (the last row) was not
+        finite; that step is not applied."""
+        losses = []
+        for done in range(count):
+            losses.append(self.train_loss(step + done))
+            if not torch.isfinite(losses[-1]).all():
+                return done, torch.stack(losses)
+            self.update(penalize_bias)
+        return count, torch.stack(losses)
+
+    def train_loss(self, step: int) -> torch.Tensor:
+        """Step `step`'s forward pass on its minibatch, with autograd's graph kept for `update`; (R,)."""
+        data, depth = self.data, self.model.depth
+        index = data.batches.indices(step).to(data.train_x.device)
+        x, y = data.train_x[self.samples, index], data.train_y[self.samples, index]
+        with torch.enable_grad():
+            output = self.model.forward_with(self.leaves[:depth], self.leaves[depth : 2 * depth],
+                                             self.leaves[2 * depth :], x)
+            self.losses = self.loss.forward(output, y)[0]
+        return self.losses.detach()
+
+    def update(self, penalize_bias: bool) -> None:
+        """Gradients of the last `train_loss` plus lambda * cost, then one optimizer step."""
+        with torch.enable_grad():
+            grads = torch.autograd.grad(self.losses.sum(), self.leaves, allow_unused=True)
+        for target, grad in zip(self.grads, grads):
+            if grad is None:
+                target.zero_()
+            else:
+                target.copy_(grad)
+        if self.penalties:
+            self.flat_grad.addcmul_(self.penalties[penalize_bias], self.flat.sign())
+        self.optimizer.step()
+
+    def test_metrics(self) -> dict[str, torch.Tensor]:
+        return logged_metrics(self.model, self.data, self.loss)
