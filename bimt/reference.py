@@ -562,17 +562,17 @@ class LiteralTransformer(nn.Module):
             head = self.neurons(i) // heads
             by_head = torch.mean(self.layer_score(i).reshape(heads, head), dim=1)
             for j in torch.flip(torch.argsort(by_head), [0])[: self.top_k]:
-                block = head * j + np.arange(head)
+                block = head * int(j) + np.arange(head)
                 costs = []
                 for k in range(heads):
                     if i != self.residual[0]:
-                        self.swap(i, block, head * k + np.arange(head))
+                        self.swap(i, block, head * int(k) + np.arange(head))
                     costs.append(self.cost(weight_factor))
                     if i != self.residual[0]:
-                        self.swap(i, block, head * k + np.arange(head))
+                        self.swap(i, block, head * int(k) + np.arange(head))
                 k = torch.argmin(torch.stack(costs))
                 if i != self.residual[0]:
-                    self.swap(i, block, head * k + np.arange(head))
+                    self.swap(i, block, head * int(k) + np.arange(head))
             tail = torch.flip(torch.argsort(self.layer_score(i).reshape(heads, head), dim=1), [1])[: self.top_k]
             for j in range(tail.shape[0]):
                 for k in tail[j]:
@@ -628,9 +628,10 @@ def literal_incontext_train(model: LiteralTransformer, data: LiteralData, steps:
     """The notebook's loop: each step draws 64 training and 64 test sequences with replacement (numpy's
     global stream, in that order), the MSE on the y positions plus lambda * cost, AdamW lr 1e-3,
     lambda x10 at a quarter and at three quarters of the steps; relocation after every `swap_every`-th
-    step (never with None, the published run). Logs {step: (train loss, train last, cost)} floats
-    at every `log_every`-th step, measured in the step's forward pass. The notebook's forward pass on
-    the test batch changes nothing and is left out; its draw is kept."""
+    step (never with None, the published run). Logs {step: (train loss, test loss, test last, cost)}
+    floats at every `log_every`-th step, measured in the step's forward pass: the test losses on the
+    whole test split, where the notebook prints its test batch's; that forward pass changes nothing
+    and is left out, its draw is kept."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
     inputs_train = data.train_x.clone().requires_grad_(True)
     rows = {}
@@ -645,12 +646,37 @@ def literal_incontext_train(model: LiteralTransformer, data: LiteralData, steps:
             np.random.choice(len(data.test_x), batch, replace=True)  # the test batch, drawn and not used
             diff = model(inputs_train[train_choice])[:, ::2, 0] - data.train_y[train_choice][:, ::2, 0]
             loss = torch.mean(diff**2)
-            loss_last = torch.mean(diff[:, -1] ** 2)
             cc = model.cost()
             (loss + lamb * cc).backward()
+            if step % log_every == 0:  # before the update, as the step's training loss
+                with torch.no_grad():
+                    test = model(data.test_x)[:, ::2, 0] - data.test_y[:, ::2, 0]
+                rows[step] = (loss.item(), torch.mean(test**2).item(), torch.mean(test[:, -1] ** 2).item(), cc.item())
             optimizer.step()
-            if step % log_every == 0:
-                rows[step] = (loss.item(), loss_last.item(), cc.item())
             if swap_every is not None and (step + 1) % swap_every == 0:
                 model.relocate()
     return rows
+
+
+def literal_transformer_copy(model, replica: int = 0) -> LiteralTransformer:
+    """Replica `replica` of a project BioTransformer as a literal network, LayerNorms and permutations included."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(model.params.dtype)
+    try:
+        literal = LiteralTransformer(model.inputs, model.outputs, model.width, model.heads, model.blocks,
+                                     model.mlp_width, model.layer_norm)
+    finally:
+        torch.set_default_dtype(previous)
+    norms = [(block.ln_1, block.ln_2) for block in literal.blocks]
+    norms = [norm for pair in norms for norm in pair] + [literal.ln_f]
+    vectors = model.vectors(model.params.detach())
+    with torch.no_grad():
+        for layer, weight, bias in zip(literal.maps(), model.weights, model.biases):
+            layer.linear.weight.copy_(weight[replica])
+            layer.linear.bias.copy_(bias[replica])
+        for i, norm in enumerate(norms):
+            norm.weight.copy_(vectors[2 * i][replica])
+            norm.bias.copy_(vectors[2 * i + 1][replica])
+        literal.in_perm.copy_(model.in_perm[replica].float())
+        literal.out_perm.copy_(model.out_perm[replica].float())
+    return literal

@@ -60,25 +60,28 @@ class AutogradEngine:
         return count, torch.stack(losses)
 
     def train_loss(self, step: int) -> torch.Tensor:
-        """Step `step`'s forward pass on its minibatch, with autograd's graph kept for `update`; (R,)."""
+        """Step `step`'s forward pass on its minibatch and the loss's gradient (into the flat `.grad`); (R,).
+
+        The gradient is taken here, not in `update`: replicas stepped one by one share the flat
+        tensor's version counter, so a graph must not outlive another replica's update."""
         data, depth = self.data, self.model.depth
-        index = data.batches.indices(step).to(data.train_x.device)
-        x, y = data.train_x[self.samples, index], data.train_y[self.samples, index]
+        index = data.batches.indices(step).to(data.train_x.device) if data.batches is not None else None
+        x, y = (data.train_x, data.train_y) if index is None else (data.train_x[self.samples, index],
+                                                                  data.train_y[self.samples, index])
         with torch.enable_grad():
             output = self.model.forward_with(self.leaves[:depth], self.leaves[depth : 2 * depth],
                                              self.leaves[2 * depth :], x)
-            self.losses = self.loss.forward(output, y)[0]
-        return self.losses.detach()
-
-    def update(self, penalize_bias: bool) -> None:
-        """Gradients of the last `train_loss` plus lambda * cost, then one optimizer step."""
-        with torch.enable_grad():
-            grads = torch.autograd.grad(self.losses.sum(), self.leaves, allow_unused=True)
+            losses = self.loss.forward(output, y)[0]
+            grads = torch.autograd.grad(losses.sum(), self.leaves, allow_unused=True)
         for target, grad in zip(self.grads, grads):
             if grad is None:
                 target.zero_()
             else:
                 target.copy_(grad)
+        return losses.detach()
+
+    def update(self, penalize_bias: bool) -> None:
+        """The last `train_loss`'s gradients plus lambda * cost's, then one optimizer step."""
         if self.penalties:
             self.flat_grad.addcmul_(self.penalties[penalize_bias], self.flat.sign())
         self.optimizer.step()

@@ -119,7 +119,7 @@ def _check_architecture(config: RunConfig, task: Task) -> None:
     require(model.architecture in ARCHITECTURES,
             f"model.architecture={model.architecture!r} is unknown; allowed: {', '.join(ARCHITECTURES)}")
     require(model.architecture == task.architecture, f"model.architecture={model.architecture} does not fit task "
-            f"{task.name}, which trains a {task.architecture}; use model={'mlp2' if task.architecture == 'mlp' else 'transformer'}")
+            f"{task.name}, which trains {'an MLP' if task.architecture == 'mlp' else 'a transformer'}; use model={'mlp2' if task.architecture == 'mlp' else 'transformer'}")
     if model.architecture != "transformer":
         for key in ("width", "heads", "blocks", "layer_norm"):
             require(getattr(model, key) is None, f"model.{key}={getattr(model, key)} is for transformers; "
