@@ -630,10 +630,10 @@ def literal_incontext_train(model: LiteralTransformer, data: LiteralData, steps:
     lambda x10 at a quarter and at three quarters of the steps; relocation after every `swap_every`-th
     step (never with None, the published run). Logs {step: (train loss, test loss, test last, cost)}
     floats at every `log_every`-th step, measured in the step's forward pass: the test losses on the
-    whole test split, where the notebook prints its test batch's; that forward pass changes nothing
-    and is left out, its draw is kept."""
+    whole test split, where the notebook prints its test batch's (whose forward pass it runs on every
+    step, as here)."""
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.0)
-    inputs_train = data.train_x.clone().requires_grad_(True)
+    inputs_train, inputs_test = data.train_x.clone().requires_grad_(True), data.test_x.clone().requires_grad_(True)
     rows = {}
     with torch.autograd.set_grad_enabled(True):
         for step in range(steps):
@@ -643,9 +643,10 @@ def literal_incontext_train(model: LiteralTransformer, data: LiteralData, steps:
                 lamb *= 10
             optimizer.zero_grad()
             train_choice = np.random.choice(len(inputs_train), batch, replace=True)
-            np.random.choice(len(data.test_x), batch, replace=True)  # the test batch, drawn and not used
+            test_choice = np.random.choice(len(data.test_x), batch, replace=True)
             diff = model(inputs_train[train_choice])[:, ::2, 0] - data.train_y[train_choice][:, ::2, 0]
             loss = torch.mean(diff**2)
+            model(inputs_test[test_choice])  # the notebook's test batch: printed there, changes nothing
             cc = model.cost()
             (loss + lamb * cc).backward()
             if step % log_every == 0:  # before the update, as the step's training loss

@@ -54,9 +54,14 @@ from bimt.reference import (
     literal_copy,
     literal_grid_train,
     literal_model,
+    literal_incontext_train,
+    literal_regression_data,
     literal_train,
+    literal_transformer,
+    literal_transformer_copy,
     notebook,
 )
+from bimt.tasks.incontext import draw_tasks
 from bimt.tasks import TASKS
 from bimt.tasks.dataset import stack_datasets
 
@@ -168,6 +173,76 @@ def bench_exact_batches(task_name: str, sizes: list[int], steps: int, run_repeat
             ms = median_ms(group_run, run_repeats) / steps
             results[f"K{replicas}_{'exact' if exact else 'bmm'}_ms_per_replica_step"] = ms / replicas
     return results
+
+
+def bench_incontext(steps: int, run_repeats: int, seeds: int, relocation: bool) -> dict[str, Any]:
+    """Section 3.4: ms per step of the notebook's loop (`reference.literal_incontext_train`: autograd,
+    the test batch's forward pass and the cost on every step) against `task=incontext` on its own
+    config (eager, float64), a single run and `seeds` seeds batched (ms per replica-step, each
+    replica stepped alone as `exact_batches` has it, and with one batched product for all). With
+    `relocation`, one relocation of a trained full-size transformer by the notebook's swap-recompute-
+    unswap search against the project's, timed, and whether both make the same swaps."""
+    results: dict[str, Any] = {}
+    data, _ = literal_regression_data(seed=1)
+
+    def literal_run():
+        model = literal_transformer(1, prelude=lambda: draw_tasks(10000, 2, 1))
+        literal_incontext_train(model, data, steps, log_every=100, swap_every=None)
+
+    results["notebook_ms_per_step"] = median_ms(literal_run, run_repeats) / steps
+    for label, extra in (("single", []), ("single_no_logs", [f"log_every={steps}"])):
+        config = compose_config(["task=incontext", f"steps={steps}", *extra])
+        task = validate(config)
+
+        def project_run(config=config, task=task):
+            plan = plan_group([config], task)
+            settings = replace(plan.settings, progress=False, snapshot_every=0, checkpoint_every=0)
+            train(plan.model, plan.data, plan.replicas, config.schedule, settings, NullLogger())
+
+        project_run()
+        results[f"{label}_ms_per_step"] = median_ms(project_run, run_repeats) / steps
+        results[f"{label}_speedup"] = results["notebook_ms_per_step"] / results[f"{label}_ms_per_step"]
+    for exact in (True, False):
+        configs = [compose_config(["task=incontext", f"steps={steps}", f"seed={seed}",
+                                   f"exact_batches={str(exact).lower()}"]) for seed in range(1, seeds + 1)]
+        task = validate(configs[0])
+
+        def group_run(configs=configs, task=task):
+            plan = plan_group(configs, task)
+            settings = replace(plan.settings, progress=False, snapshot_every=0, checkpoint_every=0)
+            train(plan.model, plan.data, plan.replicas, configs[0].schedule, settings, NullLogger())
+
+        group_run()
+        ms = median_ms(group_run, run_repeats) / steps / seeds
+        key = f"K{seeds}_{'exact' if exact else 'bmm'}"
+        results[f"{key}_ms_per_replica_step"] = ms
+        results[f"{key}_speedup"] = results["notebook_ms_per_step"] / ms
+    if relocation:
+        results.update(bench_incontext_relocation())
+    return results
+
+
+def bench_incontext_relocation(steps: int = 3000) -> dict[str, Any]:
+    """One relocation of the full-size transformer after `steps` steps of training: the notebook's
+    search (`LiteralTransformer.relocate`) against the project's, on the same state."""
+    config = compose_config(["task=incontext", f"steps={steps}"])
+    plan = plan_group([config], validate(config))
+    settings = replace(plan.settings, progress=False, snapshot_every=0, checkpoint_every=0)
+    train(plan.model, plan.data, plan.replicas, config.schedule, settings, NullLogger())
+    literal = literal_transformer_copy(plan.model)
+    began = time.perf_counter()
+    literal.relocate()
+    literal_s = time.perf_counter() - began
+    model = plan.model
+    times = []
+    for _ in range(5):
+        copy = model.replica_subset([0])
+        began = time.perf_counter()
+        relocate(copy, config.relocate.top_k, locality=config.relocate.locality)
+        times.append(time.perf_counter() - began)
+    same = all(torch.equal(a, b) for a, b in zip(literal_transformer_copy(copy).parameters(), literal.parameters()))
+    return {"relocation_notebook_s": literal_s, "relocation_ms": 1000 * statistics.median(times),
+            "relocation_same_swaps": same}
 
 
 def write_random_mnist(folder: Path, n_train: int, n_test: int) -> None:
@@ -352,11 +427,35 @@ def main() -> int:
     parser.add_argument("--exact-batches", default="10",
                         help="seeds K of permutation_s4 batched with and without exact_batches (comma-separated; empty: skip)")
     parser.add_argument("--exact-steps", type=int, default=400, help="training steps per exact_batches timing")
+    parser.add_argument("--incontext-steps", type=int, default=1000,
+                        help="training steps per timed run of Section 3.4's transformer (0: skip it)")
+    parser.add_argument("--incontext-seeds", type=int, default=10, help="seeds batched in the Section 3.4 timings")
+    parser.add_argument("--incontext-relocation", action=argparse.BooleanOptionalAction, default=True,
+                        help="time the notebook's relocation of the full transformer (about 20 s) against the project's")
+    parser.add_argument("--only", choices=["incontext"], help="run only this section of the bench")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     results = {"threads": args.threads, "steps": args.steps, "tasks": {}}
+    if args.incontext_steps:
+        r = results["tasks"]["incontext"] = bench_incontext(args.incontext_steps, args.run_repeats,
+                                                           args.incontext_seeds, args.incontext_relocation)
+        k = args.incontext_seeds
+        print(f"Section 3.4's transformer (float64, {args.incontext_steps} steps, {args.threads} thread(s)): ms per step")
+        print(f"  notebook's loop {r['notebook_ms_per_step']:.3f}; eager single run {r['single_ms_per_step']:.3f} "
+              f"({r['single_speedup']:.2f}x; target >= 3x), without the test split's logs every 100 steps "
+              f"{r['single_no_logs_ms_per_step']:.3f} ({r['single_no_logs_speedup']:.2f}x)")
+        print(f"  {k} seeds batched, per replica-step: exact_batches {r[f'K{k}_exact_ms_per_replica_step']:.3f} "
+              f"({r[f'K{k}_exact_speedup']:.2f}x), one batched product {r[f'K{k}_bmm_ms_per_replica_step']:.3f} "
+              f"({r[f'K{k}_bmm_speedup']:.2f}x; target >= 5x)")
+        if "relocation_ms" in r:
+            print(f"  one relocation of the trained transformer: the notebook's {r['relocation_notebook_s']:.1f} s, "
+                  f"the project's {r['relocation_ms']:.1f} ms; same swaps: {r['relocation_same_swaps']}")
+    if args.only == "incontext":
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+        return 0
     print(f"ms per step of a full train_type-5 run ({args.steps} steps: training, relocation, logging), "
           f"and ms per relocation call; speedups against the literal algorithm")
     print(f"{'task':18} {'literal':>8} {'eager':>7} {'speedup':>8} {'native':>7} {'speedup':>8} "

@@ -28,12 +28,13 @@ class AutogradEngine:
         model.params.grad = torch.zeros_like(model.params)
         self.flat, self.flat_grad = model.params.detach(), model.params.grad
         network = model.network
-        self.leaves = [network.weight(self.flat, i) for i in range(model.depth)]
-        self.leaves += [network.bias(self.flat, i) for i in range(model.depth)]
-        self.leaves += [network.vector(self.flat, i) for i in range(len(network.vectors))]
-        self.grads = [network.weight(self.flat_grad, i) for i in range(model.depth)]
-        self.grads += [network.bias(self.flat_grad, i) for i in range(model.depth)]
-        self.grads += [network.vector(self.flat_grad, i) for i in range(len(network.vectors))]
+        views = [network.weight, network.bias, network.vector]
+        counts = [model.depth, model.depth, len(network.vectors)]
+        self.single = model.replicas == 1  # one replica runs the literal model's 2-D kernels, on its own shapes
+        self.leaves = [view(self.flat, i) for view, count in zip(views, counts) for i in range(count)]
+        self.grads = [view(self.flat_grad, i) for view, count in zip(views, counts) for i in range(count)]
+        if self.single:
+            self.leaves, self.grads = [leaf[0] for leaf in self.leaves], [grad[0] for grad in self.grads]
         for leaf in self.leaves:
             leaf.requires_grad_(True)
         self.samples = torch.arange(model.replicas, device=data.train_x.device)[:, None]
@@ -70,8 +71,8 @@ class AutogradEngine:
                                                                   data.train_y[self.samples, index])
         with torch.enable_grad():
             output = self.model.forward_with(self.leaves[:depth], self.leaves[depth : 2 * depth],
-                                             self.leaves[2 * depth :], x)
-            losses = self.loss.forward(output, y)[0]
+                                             self.leaves[2 * depth :], x[0] if self.single else x)
+            losses = self.loss.forward(output[None] if self.single else output, y)[0]
             grads = torch.autograd.grad(losses.sum(), self.leaves, allow_unused=True)
         for target, grad in zip(self.grads, grads):
             if grad is None:

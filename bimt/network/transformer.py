@@ -103,61 +103,86 @@ class BioTransformer(SpatialModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Outputs (R, B, T, outputs) in feature order of tokens (R, B, T, inputs) in feature order."""
-        return self.forward_with(self.weights, self.biases, self.vectors(self.params), x)
+        return self._forward(x, None)
 
     def residual(self, x: torch.Tensor, blocks: int) -> torch.Tensor:
         """The residual stream (R, B, T, width), in position order, after the first `blocks` blocks."""
-        return self.forward_with(self.weights, self.biases, self.vectors(self.params), x, blocks)
+        return self._forward(x, blocks)
+
+    def _forward(self, x: torch.Tensor, stop_after: int | None) -> torch.Tensor:
+        weights, biases, vectors = self.weights, self.biases, self.vectors(self.params)
+        if self.replicas == 1:  # one replica runs the single-network kernels
+            return self.forward_with([w[0] for w in weights], [b[0] for b in biases], [v[0] for v in vectors], x[0],
+                                     stop_after)[None]
+        return self.forward_with(weights, biases, vectors, x, stop_after)
 
     def forward_with(self, weights: Sequence[torch.Tensor], biases: Sequence[torch.Tensor],
                      vectors: Sequence[torch.Tensor], x: torch.Tensor, stop_after: int | None = None) -> torch.Tensor:
         """The forward pass with the given parameters (the model's, or leaves that autograd
-        differentiates); with `stop_after`, the residual stream after that many blocks instead."""
-        replicas, samples, tokens = x.shape[:3]
-        h = linear(self.to_positions(x).reshape(replicas, samples * tokens, -1), weights[0], biases[0])
+        differentiates); with `stop_after`, the residual stream after that many blocks instead.
+
+        With (R, ...) parameters, x is (R, B, T, inputs). With one replica's parameters without the
+        replica axis (weights (out, in)), x is that replica's (B, T, inputs), and every operation is
+        the literal model's, on its shapes: 2-D `addmm`, its einsums, its indexing."""
+        single = weights[0].dim() == 2
+        samples, tokens = x.shape[-3], x.shape[-2]
+        if single:
+            h = self._linear(x[:, :, self.in_perm[0]].reshape(samples * tokens, -1), weights[0], biases[0])
+        else:
+            h = self._linear(self.to_positions(x).reshape(len(x), samples * tokens, -1), weights[0], biases[0])
         for b in range(self.blocks if stop_after is None else stop_after):
             first = 1 + 4 * b
             norm = vectors[4 * b : 4 * b + 4]
             a = self._norm(h, norm[0], norm[1])
-            h = h + self._attention(linear(a, weights[first], biases[first]), samples, tokens, weights[first + 1],
-                                    biases[first + 1])
+            h = h + self._attention(self._linear(a, weights[first], biases[first]), samples, tokens,
+                                    weights[first + 1], biases[first + 1])
             a = self._norm(h, norm[2], norm[3])
-            h = h + linear(gelu(linear(a, weights[first + 2], biases[first + 2])), weights[first + 3], biases[first + 3])
+            h = h + self._linear(gelu(self._linear(a, weights[first + 2], biases[first + 2])), weights[first + 3],
+                                 biases[first + 3])
         if stop_after is not None:
-            return h.reshape(replicas, samples, tokens, -1)
+            return h.reshape(*h.shape[:-2], samples, tokens, -1)
         h = self._norm(h, vectors[-2], vectors[-1])
-        y = linear(h, weights[-1], biases[-1]).reshape(replicas, samples, tokens, -1)
-        order = self.output_order()[:, None, None, :].expand(replicas, samples, tokens, -1)
-        return torch.gather(y, 3, order)
+        y = self._linear(h, weights[-1], biases[-1]).reshape(*h.shape[:-2], samples, tokens, -1)
+        if single:
+            return y[:, :, self.output_order()[0]]
+        return torch.gather(y, 3, self.output_order()[:, None, None, :].expand(*y.shape[:3], -1))
+
+    @staticmethod
+    def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        """`x @ weight^T + bias`: one 2-D `addmm` for one replica (as `nn.Linear`), else batched."""
+        if weight.dim() == 2:
+            return torch.addmm(bias, x, weight.t())
+        return linear(x, weight, bias)
 
     def _norm(self, h: torch.Tensor, gain: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-        """LayerNorm over the residual stream (R, n, width) when the model applies it; else h itself."""
+        """LayerNorm over the residual stream ((R,) n, width) when the model applies it; else h itself."""
         if not self.layer_norm:
             return h
-        if h.shape[0] == 1:
-            return torch.nn.functional.layer_norm(h[0], (self.width,), gain[0], bias[0])[None]
+        if h.dim() == 2:
+            return torch.nn.functional.layer_norm(h, (self.width,), gain, bias)
         normed = torch.nn.functional.layer_norm(h, (self.width,))
         return torch.addcmul(bias[:, None, :], normed, gain[:, None, :])
 
     def _attention(self, qkv: torch.Tensor, samples: int, tokens: int, weight: torch.Tensor,
                    bias: torch.Tensor) -> torch.Tensor:
-        """Causal softmax attention of fused q/k/v rows (R, B * T, 3 * width), then the output map,
+        """Causal softmax attention of fused q/k/v rows ((R,) B * T, 3 * width), then the output map,
         with the notebook's einsums (for one replica, on its very tensor shapes)."""
-        replicas, width, heads = qkv.shape[0], self.width, self.heads
+        width, heads = self.width, self.heads
         head = width // heads
-        qkv = qkv.reshape(replicas, samples, tokens, 3 * width)
-        q, k, v = (qkv[..., i * width : (i + 1) * width].reshape(replicas, samples, tokens, heads, head) for i in range(3))
+        lead = qkv.shape[:-2]
+        qkv = qkv.reshape(*lead, samples, tokens, 3 * width)
+        q, k, v = (qkv[..., i * width : (i + 1) * width].reshape(*lead, samples, tokens, heads, head) for i in range(3))
         mask = torch.tril(torch.ones(tokens, tokens, dtype=qkv.dtype, device=qkv.device) * float("-inf"),
                           diagonal=-1).permute(1, 0)[None, :, :, None]
-        if replicas == 1:
-            scores = torch.einsum("ijhl,ikhl->ijkh", q[0], k[0]) / np.sqrt(head)
+        if not lead:
+            scores = torch.einsum("ijhl,ikhl->ijkh", q, k) / np.sqrt(head)
             weights = torch.softmax(scores + mask, dim=2)
-            mixed = torch.einsum("ijkl,iklh->ijlh", weights, v[0]).reshape(1, samples * tokens, width)
+            mixed = torch.einsum("ijkl,iklh->ijlh", weights, v).reshape(samples * tokens, width)
         else:
             scores = torch.einsum("rijhl,rikhl->rijkh", q, k) / np.sqrt(head)
             weights = torch.softmax(scores + mask[None], dim=3)
-            mixed = torch.einsum("rijkl,riklh->rijlh", weights, v).reshape(replicas, samples * tokens, width)
-        return linear(mixed, weight, bias)
+            mixed = torch.einsum("rijkl,riklh->rijlh", weights, v).reshape(*lead, samples * tokens, width)
+        return self._linear(mixed, weight, bias)
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
