@@ -53,17 +53,17 @@ from bimt.reference import (
     literal_classifier_train,
     literal_copy,
     literal_grid_train,
-    literal_model,
     literal_incontext_train,
+    literal_model,
     literal_regression_data,
     literal_train,
     literal_transformer,
     literal_transformer_copy,
     notebook,
 )
-from bimt.tasks.incontext import draw_tasks
 from bimt.tasks import TASKS
 from bimt.tasks.dataset import stack_datasets
+from bimt.tasks.incontext import draw_tasks
 
 REPO = Path(__file__).resolve().parents[1]
 FULL_BIMT = ReplicaSettings(torch.tensor([True]), torch.tensor([1.0]), torch.tensor([True]))

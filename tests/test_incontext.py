@@ -12,6 +12,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from bimt.experiment.plan import plan_group
+from bimt.experiment.report import write_report
 from bimt.experiment.validate import load_config, validate
 from bimt.tasks.incontext import SequenceDraws, regression_data, task_weights
 from bimt.training import RecordingLogger, make_optimizer, train
@@ -39,6 +40,9 @@ def test_a_run_writes_its_metrics_figures_and_tensorboard_tags(tmp_path):
     events = read_events(tmp_path)
     assert [event.step for event in events.Scalars("loss/test_last")] == [0, 20, 40]
     assert "network" in events.Tags()["images"] and "w_neurons" in events.Tags()["images"]
+    write_report(tmp_path)
+    report = (tmp_path / "report.md").read_text()
+    assert "test MSE, last position" in report and f"{metrics['test_last_mse']:.2e}" in report
 
 
 @pytest.mark.parametrize("override,named", [

@@ -4,18 +4,32 @@ equal swap-recompute-unswap (the literal search's sums, bit for bit)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bimt.experiment.plan import plan_group
+from bimt.experiment.validate import load_config, validate
 from bimt.network.cost import connection_cost, positions, wire_factors
 from bimt.network.model import BioMLP
-from bimt.network.relocation import (apply_permutation, candidate_costs, head_swap_candidates, placement_costs,
-                                     relocate, swap_candidates)
+from bimt.network.relocation import (
+    apply_permutation,
+    candidate_costs,
+    head_swap_candidates,
+    placement_costs,
+    relocate,
+    swap_candidates,
+)
 from bimt.network.transformer import BioTransformer
 from bimt.reference import literal_transformer_copy
+from bimt.training import NullLogger, train
+
+from conftest import REPO
 
 SEEDS = st.integers(0, 2**20)
 TRANSFORMERS = [dict(width=8, heads=1, blocks=2, mlp_width=16), dict(width=8, heads=2, blocks=1, mlp_width=12),
@@ -144,3 +158,16 @@ def assert_same_transformer(model: BioTransformer, replica: int, literal) -> Non
     expected = literal_transformer_copy(model, replica)
     for mine, theirs in zip(expected.parameters(), literal.parameters()):
         assert torch.equal(mine, theirs)
+
+
+def test_transformer_relocation_in_a_trained_network_makes_the_notebooks_swaps():
+    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
+        config = load_config(compose("config", ["task=incontext", "steps=400", "model.width=8", "model.heads=2",
+                                                "model.hidden=[16]", "seed=3", "log_every=400"]))
+    plan = plan_group([config], validate(config))
+    settings = replace(plan.settings, progress=False, snapshot_every=0, checkpoint_every=0)
+    train(plan.model, plan.data, plan.replicas, config.schedule, settings, NullLogger())
+    literal = literal_transformer_copy(plan.model)
+    relocate(plan.model, top_k=20, locality=2.0)
+    literal.relocate()
+    assert_same_transformer(plan.model, 0, literal)

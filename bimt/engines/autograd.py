@@ -37,6 +37,8 @@ class AutogradEngine:
             self.leaves, self.grads = [leaf[0] for leaf in self.leaves], [grad[0] for grad in self.grads]
         for leaf in self.leaves:
             leaf.requires_grad_(True)
+        used = len(self.leaves) if model.applies_vectors else 2 * model.depth  # unused vectors keep a 0 gradient
+        self.wrt, self.wrt_grads = self.leaves[:used], self.grads[:used]
         self.samples = torch.arange(model.replicas, device=data.train_x.device)[:, None]
         self.penalties: dict[bool, torch.Tensor] = {}
 
@@ -73,12 +75,8 @@ class AutogradEngine:
             output = self.model.forward_with(self.leaves[:depth], self.leaves[depth : 2 * depth],
                                              self.leaves[2 * depth :], x[0] if self.single else x)
             losses = self.loss.forward(output[None] if self.single else output, y)[0]
-            grads = torch.autograd.grad(losses.sum(), self.leaves, allow_unused=True)
-        for target, grad in zip(self.grads, grads):
-            if grad is None:
-                target.zero_()
-            else:
-                target.copy_(grad)
+            grads = torch.autograd.grad(losses.sum(), self.wrt)
+        torch._foreach_copy_(self.wrt_grads, grads)
         return losses.detach()
 
     def update(self, penalize_bias: bool) -> None:

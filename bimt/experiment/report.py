@@ -31,13 +31,15 @@ from bimt.experiment.plan import build_model
 from bimt.experiment.rundir import METRICS
 from bimt.experiment.schema import row_identity, saved_config
 from bimt.experiment.validate import load_config, validate
-from bimt.network.model import BioMLP
+from bimt.network.spatial import SpatialModel
 from bimt.pictures import draw_network
 from bimt.training import Status
 
 COLUMNS = [  # (metrics.json key, column title, number format); a report shows those its runs have
     ("test_mse", "test MSE", ".2e"),
     ("pruned_test_mse", "test MSE pruned", ".2e"),
+    ("test_last_mse", "test MSE, last position", ".2e"),
+    ("probe_w_r2", "probe R² of w", ".3f"),
     ("test_loss", "test loss", ".2e"),
     ("test_acc", "test acc", ".3f"),
     ("pruned_test_acc", "test acc pruned", ".3f"),
@@ -186,7 +188,7 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-def load_trained(run_dir: Path) -> tuple[BioMLP, Any, Any]:
+def load_trained(run_dir: Path) -> tuple[SpatialModel, Any, Any]:
     """The final model of a completed run, with its task and config, from its checkpoint."""
     checkpoint = read_checkpoint(run_dir / CHECKPOINT)
     config = load_config(OmegaConf.create(saved_config(checkpoint["config"])))

@@ -76,6 +76,11 @@ class SpatialModel(nn.Module):
         return self.layer_views(self.params)[1]
 
     @property
+    def applies_vectors(self) -> bool:
+        """Whether the forward pass reads the network's vectors (a transformer's LayerNorms may be unused)."""
+        return True
+
+    @property
     def embedding(self) -> torch.Tensor | None:
         """A token embedding table (R, tokens, dim) priced at l0, or None."""
         return None

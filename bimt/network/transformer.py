@@ -18,6 +18,7 @@ float32 coordinates, and the cost a mean per map.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
@@ -92,6 +93,11 @@ class BioTransformer(SpatialModel):
         self.inputs, self.outputs, self.width, self.heads, self.blocks = inputs, outputs, width, heads, blocks
         self.mlp_width, self.layer_norm = mlp_width, layer_norm
 
+    @property
+    def applies_vectors(self) -> bool:
+        """The LayerNorms are read only where they are applied (not in the notebook's model)."""
+        return self.layer_norm
+
     def vectors(self, flat: torch.Tensor) -> list[torch.Tensor]:
         """Every LayerNorm gain and bias (R, width), views into `flat`: per block ln 1 and ln 2, then ln f."""
         return [self.network.vector(flat, i) for i in range(len(self.network.vectors))]
@@ -121,13 +127,16 @@ class BioTransformer(SpatialModel):
         """The forward pass with the given parameters (the model's, or leaves that autograd
         differentiates); with `stop_after`, the residual stream after that many blocks instead.
 
-        With (R, ...) parameters, x is (R, B, T, inputs). With one replica's parameters without the
-        replica axis (weights (out, in)), x is that replica's (B, T, inputs), and every operation is
-        the literal model's, on its shapes: 2-D `addmm`, its einsums, its indexing."""
+        With one replica's parameters without the replica axis (weights (out, in)), x is that
+        replica's (B, T, inputs), and every operation is the literal model's, on its shapes: 2-D
+        `addmm`, its einsums, its GELU written out. With (R, ...) parameters, x is (R, B, T, inputs)
+        and the replicas run together: batched products and torch's fused tanh GELU, the same
+        function rounded differently (the engines' `exact_batches=false`)."""
         single = weights[0].dim() == 2
         samples, tokens = x.shape[-3], x.shape[-2]
         if single:
-            h = self._linear(x[:, :, self.in_perm[0]].reshape(samples * tokens, -1), weights[0], biases[0])
+            tokens_in = x if self._identity("in_perm") else x[:, :, self.in_perm[0]]
+            h = self._linear(tokens_in.reshape(samples * tokens, -1), weights[0], biases[0])
         else:
             h = self._linear(self.to_positions(x).reshape(len(x), samples * tokens, -1), weights[0], biases[0])
         for b in range(self.blocks if stop_after is None else stop_after):
@@ -137,15 +146,21 @@ class BioTransformer(SpatialModel):
             h = h + self._attention(self._linear(a, weights[first], biases[first]), samples, tokens,
                                     weights[first + 1], biases[first + 1])
             a = self._norm(h, norm[2], norm[3])
-            h = h + self._linear(gelu(self._linear(a, weights[first + 2], biases[first + 2])), weights[first + 3],
-                                 biases[first + 3])
+            hidden = self._linear(a, weights[first + 2], biases[first + 2])
+            hidden = gelu(hidden) if single else torch.nn.functional.gelu(hidden, approximate="tanh")
+            h = h + self._linear(hidden, weights[first + 3], biases[first + 3])
         if stop_after is not None:
             return h.reshape(*h.shape[:-2], samples, tokens, -1)
         h = self._norm(h, vectors[-2], vectors[-1])
         y = self._linear(h, weights[-1], biases[-1]).reshape(*h.shape[:-2], samples, tokens, -1)
         if single:
-            return y[:, :, self.output_order()[0]]
+            return y if self._identity("out_perm") else y[:, :, self.output_order()[0]]
         return torch.gather(y, 3, self.output_order()[:, None, None, :].expand(*y.shape[:3], -1))
+
+    def _identity(self, permutation: str) -> bool:
+        """Whether every replica's `in_perm` / `out_perm` is the identity (rearranging is then a copy)."""
+        order = getattr(self, permutation)
+        return bool((order == torch.arange(order.shape[1], device=order.device)).all())
 
     @staticmethod
     def _linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
@@ -172,8 +187,7 @@ class BioTransformer(SpatialModel):
         lead = qkv.shape[:-2]
         qkv = qkv.reshape(*lead, samples, tokens, 3 * width)
         q, k, v = (qkv[..., i * width : (i + 1) * width].reshape(*lead, samples, tokens, heads, head) for i in range(3))
-        mask = torch.tril(torch.ones(tokens, tokens, dtype=qkv.dtype, device=qkv.device) * float("-inf"),
-                          diagonal=-1).permute(1, 0)[None, :, :, None]
+        mask = causal_mask(tokens, qkv.dtype, qkv.device)
         if not lead:
             scores = torch.einsum("ijhl,ikhl->ijkh", q, k) / np.sqrt(head)
             weights = torch.softmax(scores + mask, dim=2)
@@ -183,6 +197,13 @@ class BioTransformer(SpatialModel):
             weights = torch.softmax(scores + mask[None], dim=3)
             mixed = torch.einsum("rijkl,riklh->rijlh", weights, v).reshape(*lead, samples * tokens, width)
         return self._linear(mixed, weight, bias)
+
+
+@functools.cache
+def causal_mask(tokens: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """(1, T, T, 1): -inf where the key comes after the query, else 0, built as the notebook builds it."""
+    return torch.tril(torch.ones(tokens, tokens, dtype=dtype, device=device) * float("-inf"),
+                      diagonal=-1).permute(1, 0)[None, :, :, None]
 
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
