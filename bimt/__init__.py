@@ -2,12 +2,12 @@
 
 Library use, without Hydra::
 
-    from bimt import BioMLP, connection_cost, relocate, train
+    from bimt import BioMLP, BioTransformer, connection_cost, relocate, train
 
 The whole method in one plain file, as the notebooks write it, is `bimt.reference`.
 """
 
-from bimt.network import AdamW, BioMLP, connection_cost, relocate
+from bimt.network import AdamW, BioMLP, BioTransformer, connection_cost, relocate
 from bimt.pictures import draw_network
 from bimt.tasks import TASKS, Dataset, Minibatches, make_dataset
 from bimt.tasks.dataset import stack_datasets
@@ -17,6 +17,7 @@ __all__ = [
     "TASKS",
     "AdamW",
     "BioMLP",
+    "BioTransformer",
     "Dataset",
     "Minibatches",
     "NullLogger",

@@ -17,7 +17,8 @@ Three implementations compute this, because speed and bit-fidelity need differen
 | `bimt.reference` | plain `nn.Linear`, autograd | the notebooks' own code (it is the oracle) |
 | `EagerEngine` | torch ops, CPU or CUDA | a single run is the reference's bits on any CPU: it calls the kernels autograd calls for `nn.Linear` (2-D `addmm`, `mm`, `silu_backward`, the loss's own). A batched group (`exact_batches=False`) runs one `baddbmm`/`bmm` and one elementwise kernel for all replicas, faster, but their last bits differ from a single run's (MKL's kernels, vector loops that end elsewhere) |
 | `ReplicaByReplicaEngine` | torch ops, CPU or CUDA | a batched eager group by default (`exact_batches`): one `EagerEngine` per replica on views of its memory, so replica r is bit for bit the single run of r |
-| `AutogradEngine` | torch ops and autograd, CPU or CUDA | the eager engine of a transformer (its backward is not written out): a single run is the literal model's bits, since autograd calls the kernels it calls; a batched group steps replica by replica (`exact_batches`) or runs batched products |
+| `TransformerEngine` | torch ops, CPU or CUDA | the eager engine of a transformer: its backward written out (the attention core left to autograd), a single run the literal model's bits; a batched group steps replica by replica (`exact_batches`) |
+| `AutogradEngine` | torch ops and autograd, CPU or CUDA | a transformer with LayerNorms applied, and batched transformer groups with `exact_batches=false` (batched products, torch's fused GELU): autograd on views of the flat parameters; a single run is the literal model's bits |
 | `NativeEngine` | numba loops, CPU, float32 | itself on a given machine: the same arithmetic summed in another order (vectorised), within measured tolerances of the reference; replica r of a group is bit for bit its single run, since every replica runs the same code |
 
 A task an engine cannot run is a one-line error (`unsupported`), never other numbers.
@@ -32,9 +33,11 @@ import torch
 from bimt.engines.autograd import AutogradEngine
 from bimt.engines.eager import EagerEngine, ReplicaByReplicaEngine
 from bimt.engines.native import NativeEngine, unsupported
+from bimt.engines.transformer import TransformerEngine
 from bimt.network.model import BioMLP
 from bimt.network.optim import AdamW
 from bimt.network.spatial import SpatialModel
+from bimt.network.transformer import BioTransformer
 from bimt.tasks.dataset import Dataset
 from bimt.tasks.losses import Loss
 
@@ -64,10 +67,16 @@ def make_engine(name: str, model: SpatialModel, data: Dataset, prices: list[torc
     unless `exact_batches` is off."""
     if name == "native":
         return NativeEngine(model, data, prices, optimizer, loss)
-    engine = EagerEngine if isinstance(model, BioMLP) else AutogradEngine
+    if isinstance(model, BioMLP):
+        alone = EagerEngine
+    else:
+        written_out = isinstance(model, BioTransformer) and not model.layer_norm
+        alone = TransformerEngine if written_out else AutogradEngine
     if exact_batches and model.replicas > 1:
-        return ReplicaByReplicaEngine(model, data, prices, optimizer, loss, engine)
-    return engine(model, data, prices, optimizer, loss)
+        return ReplicaByReplicaEngine(model, data, prices, optimizer, loss, alone)
+    if model.replicas == 1 or isinstance(model, BioMLP):
+        return alone(model, data, prices, optimizer, loss)
+    return AutogradEngine(model, data, prices, optimizer, loss)
 
 
-__all__ = ["ENGINES", "AutogradEngine", "EagerEngine", "Engine", "NativeEngine", "ReplicaByReplicaEngine", "make_engine", "unsupported"]
+__all__ = ["ENGINES", "AutogradEngine", "EagerEngine", "TransformerEngine", "Engine", "NativeEngine", "ReplicaByReplicaEngine", "make_engine", "unsupported"]

@@ -135,7 +135,7 @@ class BioTransformer(SpatialModel):
         single = weights[0].dim() == 2
         samples, tokens = x.shape[-3], x.shape[-2]
         if single:
-            tokens_in = x if self._identity("in_perm") else x[:, :, self.in_perm[0]]
+            tokens_in = x if self.is_identity("in_perm") else x[:, :, self.in_perm[0]]
             h = self._linear(tokens_in.reshape(samples * tokens, -1), weights[0], biases[0])
         else:
             h = self._linear(self.to_positions(x).reshape(len(x), samples * tokens, -1), weights[0], biases[0])
@@ -154,10 +154,10 @@ class BioTransformer(SpatialModel):
         h = self._norm(h, vectors[-2], vectors[-1])
         y = self._linear(h, weights[-1], biases[-1]).reshape(*h.shape[:-2], samples, tokens, -1)
         if single:
-            return y if self._identity("out_perm") else y[:, :, self.output_order()[0]]
+            return y if self.is_identity("out_perm") else y[:, :, self.output_order()[0]]
         return torch.gather(y, 3, self.output_order()[:, None, None, :].expand(*y.shape[:3], -1))
 
-    def _identity(self, permutation: str) -> bool:
+    def is_identity(self, permutation: str) -> bool:
         """Whether every replica's `in_perm` / `out_perm` is the identity (rearranging is then a copy)."""
         order = getattr(self, permutation)
         return bool((order == torch.arange(order.shape[1], device=order.device)).all())
@@ -180,7 +180,11 @@ class BioTransformer(SpatialModel):
 
     def _attention(self, qkv: torch.Tensor, samples: int, tokens: int, weight: torch.Tensor,
                    bias: torch.Tensor) -> torch.Tensor:
-        """Causal softmax attention of fused q/k/v rows ((R,) B * T, 3 * width), then the output map,
+        """Causal softmax attention of fused q/k/v rows ((R,) B * T, 3 * width), then the output map."""
+        return self._linear(self.attention_mix(qkv, samples, tokens), weight, bias)
+
+    def attention_mix(self, qkv: torch.Tensor, samples: int, tokens: int) -> torch.Tensor:
+        """The values mixed by causal softmax attention, ((R,) B * T, width), from fused q/k/v rows,
         with the notebook's einsums (for one replica, on its very tensor shapes)."""
         width, heads = self.width, self.heads
         head = width // heads
@@ -191,12 +195,10 @@ class BioTransformer(SpatialModel):
         if not lead:
             scores = torch.einsum("ijhl,ikhl->ijkh", q, k) / np.sqrt(head)
             weights = torch.softmax(scores + mask, dim=2)
-            mixed = torch.einsum("ijkl,iklh->ijlh", weights, v).reshape(samples * tokens, width)
-        else:
-            scores = torch.einsum("rijhl,rikhl->rijkh", q, k) / np.sqrt(head)
-            weights = torch.softmax(scores + mask[None], dim=3)
-            mixed = torch.einsum("rijkl,riklh->rijlh", weights, v).reshape(*lead, samples * tokens, width)
-        return self._linear(mixed, weight, bias)
+            return torch.einsum("ijkl,iklh->ijlh", weights, v).reshape(samples * tokens, width)
+        scores = torch.einsum("rijhl,rikhl->rijkh", q, k) / np.sqrt(head)
+        weights = torch.softmax(scores + mask[None], dim=3)
+        return torch.einsum("rijkl,riklh->rijlh", weights, v).reshape(*lead, samples * tokens, width)
 
 
 @functools.cache
@@ -208,7 +210,26 @@ def causal_mask(tokens: int, dtype: torch.dtype, device: torch.device) -> torch.
 
 def gelu(x: torch.Tensor) -> torch.Tensor:
     """GELU in its tanh form, as the notebook writes it out (not `F.gelu`: other rounding)."""
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
+    return gelu_parts(x)[0]
+
+
+def gelu_parts(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The notebook's `0.5 * x * (1.0 + tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`, operation by
+    operation, with what its backward reads: (output, 0.5 * x, the tanh, 1 + the tanh)."""
+    half = 0.5 * x
+    inner = math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))
+    tanh = torch.tanh(inner)
+    one_plus = 1.0 + tanh
+    return half * one_plus, half, tanh, one_plus
+
+
+def gelu_backward(grad: torch.Tensor, x: torch.Tensor, half: torch.Tensor, tanh: torch.Tensor,
+                  one_plus: torch.Tensor) -> torch.Tensor:
+    """d gelu / d x times `grad`, with the kernels autograd runs for `gelu_parts`' operations, and
+    x's three gradients added in the order autograd adds them (the sum's, the cube's, the half's)."""
+    inner = torch.ops.aten.tanh_backward(grad * half, tanh) * math.sqrt(2.0 / math.pi)
+    cube = inner * 0.044715 * (3.0 * x.pow(2.0))
+    return inner + cube + (grad * one_plus) * 0.5
 
 
 def _default_init(network: Network, seed: int, dtype: torch.dtype, prelude: Callable[[], object] | None) -> torch.Tensor:
