@@ -4,6 +4,8 @@ line; a batched group equal to its single runs; a resumed run equal to an uninte
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from dataclasses import replace
 
 import numpy as np
@@ -43,6 +45,11 @@ def test_a_run_writes_its_metrics_figures_and_tensorboard_tags(tmp_path):
     write_report(tmp_path)
     report = (tmp_path / "report.md").read_text()
     assert "test MSE, last position" in report and f"{metrics['test_last_mse']:.2e}" in report
+    located = subprocess.run([sys.executable, str(REPO / "scripts" / "w_neurons.py"), str(tmp_path), "--json",
+                              str(tmp_path / "w.json")], capture_output=True, text=True, timeout=300)
+    assert located.returncode == 0, located.stderr
+    (row,) = json.loads((tmp_path / "w.json").read_text())[str(tmp_path)]
+    assert row["probe_w_r2"] == metrics["probe_w_r2"] and 1 <= row["neurons_for_90%"] <= 8
 
 
 @pytest.mark.parametrize("override,named", [

@@ -69,6 +69,7 @@ class Probe:
 
     r2: float
     neurons: tuple[int, ...]
+    strength: np.ndarray  # (width,): |beta| * std per residual position
     features: np.ndarray  # (test sequences, width): the stream at the last position
     w: np.ndarray  # (test sequences,)
 
@@ -92,7 +93,7 @@ def w_probe(model: BioTransformer, data: Dataset, replica: int = 0) -> Probe:
     total = float(((w_test - w_test.mean()) ** 2).sum())
     r2 = 1 - float(((w_test - predicted) ** 2).sum()) / total if total > 0 else 0.0
     strength = np.abs(beta[:-1]) * train.std(axis=0)
-    return Probe(r2, tuple(int(i) for i in np.argsort(-strength, kind="stable")[:2]), test, w_test)
+    return Probe(r2, tuple(int(i) for i in np.argsort(-strength, kind="stable")[:2]), strength, test, w_test)
 
 
 def incontext_metrics(model: BioTransformer, data: Dataset) -> dict[str, torch.Tensor]:
