@@ -10,7 +10,8 @@ distance of those neurons' positions from their weighted centre, on the residual
 spread over the stream is about 0.25). Then the mean ± std of each directory. With `--figure`, the
 network pictures of one seed from each directory side by side.
 
-    python scripts/w_neurons.py outputs/multirun/no_swaps outputs/multirun/swaps --figure docs/incontext_swaps.png
+    python scripts/w_neurons.py outputs/multirun/no_swaps outputs/multirun/swaps --figure docs/incontext_swaps.png \
+        --labels "no swaps (the notebook),relocate.every=1000"
 """
 
 from __future__ import annotations
@@ -58,6 +59,7 @@ def main() -> int:
     parser.add_argument("dirs", nargs="+", type=Path, help="sweep or run directories of task=incontext")
     parser.add_argument("--figure", type=Path, help="write the network pictures of one seed side by side here")
     parser.add_argument("--seed", type=int, default=1, help="the seed whose pictures --figure shows")
+    parser.add_argument("--labels", help="comma-separated titles of the directories' pictures (default: their names)")
     parser.add_argument("--json", type=Path, help="also write the figures as JSON")
     args = parser.parse_args()
     results = {}
@@ -82,10 +84,11 @@ def main() -> int:
     if args.figure:
         pictures = [next(run.path for run in find_runs(root)[0] if run.seed == args.seed) / "network.png"
                     for root in args.dirs]
+        labels = args.labels.split(",") if args.labels else [root.name for root in args.dirs]
         figure = Figure(figsize=(4.5 * len(pictures), 7), dpi=100)
-        for ax, picture, root in zip(figure.subplots(1, len(pictures), squeeze=False)[0], pictures, args.dirs):
+        for ax, picture, label in zip(figure.subplots(1, len(pictures), squeeze=False)[0], pictures, labels):
             ax.imshow(matplotlib.image.imread(picture))
-            ax.set_title(root.name, fontsize=9)
+            ax.set_title(label, fontsize=9)
             ax.axis("off")
         figure.tight_layout()
         figure.savefig(args.figure)

@@ -82,7 +82,7 @@ class AutogradEngine:
     def update(self, penalize_bias: bool) -> None:
         """The last `train_loss`'s gradients plus lambda * cost's, then one optimizer step."""
         if self.penalties:
-            self.flat_grad.addcmul_(self.penalties[penalize_bias], self.flat.sign())
+            self.flat_grad.addcmul_(self.penalties[penalize_bias], torch.sgn(self.flat))
         self.optimizer.step()
 
     def test_metrics(self) -> dict[str, torch.Tensor]:

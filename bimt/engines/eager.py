@@ -141,7 +141,7 @@ class EagerEngine:
         if self.embedded:
             self.table_grad.zero_()
         if self.penalties:
-            self.flat_grad.addcmul_(self.penalties[penalize_bias], self.flat.sign())
+            self.flat_grad.addcmul_(self.penalties[penalize_bias], torch.sgn(self.flat))
         if self.embedded:
             self.embedding_gradient(grad)
         self.optimizer.step()

@@ -130,8 +130,8 @@ class BioTransformer(SpatialModel):
         With one replica's parameters without the replica axis (weights (out, in)), x is that
         replica's (B, T, inputs), and every operation is the literal model's, on its shapes: 2-D
         `addmm`, its einsums, its GELU written out. With (R, ...) parameters, x is (R, B, T, inputs)
-        and the replicas run together: batched products and torch's fused tanh GELU, the same
-        function rounded differently (the engines' `exact_batches=false`)."""
+        and the replicas run together: batched products, torch's fused attention and tanh GELU, the
+        same function rounded differently (the engines' `exact_batches=false`)."""
         single = weights[0].dim() == 2
         samples, tokens = x.shape[-3], x.shape[-2]
         if single:
@@ -184,8 +184,9 @@ class BioTransformer(SpatialModel):
         return self._linear(self.attention_mix(qkv, samples, tokens), weight, bias)
 
     def attention_mix(self, qkv: torch.Tensor, samples: int, tokens: int) -> torch.Tensor:
-        """The values mixed by causal softmax attention, ((R,) B * T, width), from fused q/k/v rows,
-        with the notebook's einsums (for one replica, on its very tensor shapes)."""
+        """The values mixed by causal softmax attention, ((R,) B * T, width), from fused q/k/v rows:
+        for one replica with the notebook's einsums, mask and softmax, on its very tensor shapes; for
+        R replicas with torch's fused attention (the same function, rounded differently)."""
         width, heads = self.width, self.heads
         head = width // heads
         lead = qkv.shape[:-2]
@@ -196,9 +197,9 @@ class BioTransformer(SpatialModel):
             scores = torch.einsum("ijhl,ikhl->ijkh", q, k) / np.sqrt(head)
             weights = torch.softmax(scores + mask, dim=2)
             return torch.einsum("ijkl,iklh->ijlh", weights, v).reshape(samples * tokens, width)
-        scores = torch.einsum("rijhl,rikhl->rijkh", q, k) / np.sqrt(head)
-        weights = torch.softmax(scores + mask[None], dim=3)
-        return torch.einsum("rijkl,riklh->rijlh", weights, v).reshape(*lead, samples * tokens, width)
+        q, k, v = (t.reshape(-1, tokens, heads, head).transpose(1, 2) for t in (q, k, v))  # (R * B, heads, T, head)
+        mixed = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return mixed.transpose(1, 2).reshape(*lead, samples * tokens, width)
 
 
 @functools.cache
