@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from bimt.engines.penalties import connection_penalties
+from bimt.engines.eager import EagerEngine
 from bimt.network.optim import AdamW
 from bimt.network.spatial import SpatialModel
 from bimt.tasks.dataset import Dataset
@@ -42,25 +42,11 @@ class AutogradEngine:
         self.samples = torch.arange(model.replicas, device=data.train_x.device)[:, None]
         self.penalties: dict[bool, torch.Tensor] = {}
 
-    def set_lambda(self, lam: torch.Tensor) -> None:
-        """Per-replica lambda (R,); when every replica's is 0 the cost adds no gradient at all."""
-        self.penalties = {} if bool((lam == 0).all()) else connection_penalties(self.model, self.prices, lam)
-
     def relocated(self) -> None:
         """Nothing to re-read: the forward pass gathers through the permutations on every step."""
 
-    @torch.no_grad()
-    def run(self, step: int, count: int, penalize_bias: bool) -> tuple[int, torch.Tensor]:
-        """Up to `count` steps from step `step` on: the number done, and each step's training loss,
-        (steps, R). Fewer than `count` done means the next step's loss (the last row) was not
-        finite; that step is not applied."""
-        losses = []
-        for done in range(count):
-            losses.append(self.train_loss(step + done))
-            if not torch.isfinite(losses[-1]).all():
-                return done, torch.stack(losses)
-            self.update(penalize_bias)
-        return count, torch.stack(losses)
+    set_lambda = EagerEngine.set_lambda  # the cost's gradient, as the eager engine keeps it
+    run = EagerEngine.run  # a step is applied only when every replica's loss is finite
 
     def train_loss(self, step: int) -> torch.Tensor:
         """Step `step`'s forward pass on its minibatch and the loss's gradient (into the flat `.grad`); (R,).
