@@ -40,14 +40,20 @@ def connection_cost(
     return priced_cost(model, wire_factors(model, locality, local_output_layer), penalize_bias)
 
 
-def priced_cost(model: SpatialModel, factors: list[torch.Tensor], penalize_bias: bool) -> torch.Tensor:
-    """The cost with each layer's per-weight prices given (training computes them once per run)."""
-    cost = torch.zeros(model.replicas, dtype=model.params.dtype, device=model.in_perm.device)
-    for weight, bias, factor in zip(model.weights, model.biases, factors):
+def priced_cost(model: SpatialModel, factors: list[torch.Tensor], penalize_bias: bool,
+                weights: list[torch.Tensor] | None = None, biases: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """The cost with each layer's per-weight prices given (training computes them once per run).
+
+    `weights` and `biases` (R, out, in) and (R, out) per map price other tensors laid out as the
+    model's (a wrapped model's own parameters, whose gradients autograd then follows)."""
+    weights = model.weights if weights is None else weights
+    biases = model.biases if biases is None else biases
+    cost = torch.zeros(len(weights[0]), dtype=weights[0].dtype, device=weights[0].device)
+    for weight, bias, factor in zip(weights, biases, factors):
         cost = cost + term(model, weight.abs() * factor)
         if penalize_bias:
             cost = cost + term(model, bias.abs() * model.l0)
-    return cost + embedding_term(model)
+    return cost if model.embedding is None else cost + embedding_term(model)
 
 
 def term(model: SpatialModel, priced: torch.Tensor) -> torch.Tensor:

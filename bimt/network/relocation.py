@@ -200,9 +200,11 @@ def relocate(
     optimizer: AdamW | None = None,
     locality: float = 1.0,
     inputs: bool = True,
+    moments: Sequence[torch.Tensor] = (),
 ) -> None:
     """Relocate the neurons of every space (the input space only with `inputs`), in replicas where
-    `enabled` (R,) is true.
+    `enabled` (R,) is true. `moments` are more flat tensors laid out like the parameters that move
+    with them (a user's optimizer state, in `bimt.wrap`).
 
     Each candidate swap is scored by its exact cost change, from `placement_costs`, all candidates
     at once. When the best two candidates of a replica are closer than rounding of the literal
@@ -212,7 +214,7 @@ def relocate(
 
     The search runs on the CPU; a model elsewhere is relocated through a CPU copy.
     """
-    moments = optimizer.moments() if optimizer is not None else []
+    moments = [*(optimizer.moments() if optimizer is not None else []), *moments]
     if model.params.device.type != "cpu":
         host = copy.deepcopy(model).cpu()
         host_moments = [moment.cpu() for moment in moments]

@@ -34,7 +34,10 @@ class SpatialModel(nn.Module):
         self.network, self.l0, self.mean_cost, self.geometry = network, l0, mean_cost, geometry
         self.params = nn.Parameter(params)
         replicas = len(params)
-        in_space, out_space = (next(s for s in network.spaces if s.permutation == name) for name in ("in_perm", "out_perm"))
+        in_space = next(s for s in network.spaces if s.permutation == "in_perm")
+        # A model whose output is its input's space (x + f(x)) has one: relocation moves in_perm, and the
+        # model keeps out_perm equal to it.
+        out_space = next((s for s in network.spaces if s.permutation == "out_perm"), in_space)
         self.register_buffer("in_perm", torch.arange(in_space.size).repeat(replicas, 1))
         self.register_buffer("out_perm", torch.arange(out_space.size).repeat(replicas, 1))
         for i in range(len(network.maps)):
