@@ -17,7 +17,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from bimt.experiment.schema import DTYPES, RunConfig
-from bimt.experiment.validate import ConfigError, model_shape, require
+from bimt.experiment.validate import ConfigError, check_batch_size, model_shape, require
 from bimt.network.model import BioMLP
 from bimt.network.spatial import SpatialModel
 from bimt.network.transformer import BioTransformer, transformer_network
@@ -44,7 +44,7 @@ class Plan:
 def plan_group(configs: Sequence[RunConfig], task: Task) -> Plan:
     """The plan of validated jobs that share everything but their replica keys (`task` is their
     task, as `validate` resolved it). Raises ConfigError for what the machine or the data refuse."""
-    configs = list(configs)
+    configs = [with_sample_counts(config, task) for config in configs]
     first = configs[0]
     device = resolve_device(first.device, first.engine)
     check_memory(first, task, len(configs))
@@ -57,6 +57,21 @@ def plan_group(configs: Sequence[RunConfig], task: Task) -> Plan:
                        test_y=data.test_y.to(model.params.dtype) if data.test_y.is_floating_point() else data.test_y)
     return Plan(configs, task, device, seeds, data, model, build_settings(first, task),
                 replica_settings(configs, device))
+
+
+def with_sample_counts(config: RunConfig, task: Task) -> RunConfig:
+    """The config with `task.n_train` and `task.n_test` given: what the task's files hold where the
+    config leaves them to it (read here, once: their headers, or a table's rows), the batch size checked
+    against them."""
+    if task.sample_counts is None:
+        return config
+    try:
+        n_train, n_test = task.sample_counts(config.task)
+    except (DataError, SettingError) as error:
+        raise ConfigError(str(error)) from None
+    resolved = replace(config, task=replace(config.task, n_train=n_train, n_test=n_test))
+    check_batch_size(resolved, task)
+    return resolved
 
 
 def resolve_device(name: str, engine: str = "eager") -> torch.device:

