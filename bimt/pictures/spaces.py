@@ -66,7 +66,10 @@ class SpacesPicture:
         across = [len(p) if network.spaces[space].coordinates.dim() == 1 else math.isqrt(len(p))
                   for p, space in zip(points, self.rows)]  # neurons side by side in a row
         size = 1 / (2 * max(across))
-        ax.add_collection(EllipseCollection(size, size / 8, 0, units="xy", offsets=np.concatenate(points),
+        x_span, y_span = 1.27, ROW_GAP * (len(self.rows) - 1) + 0.12  # the limits set below
+        width, height = ax.figure.get_size_inches()
+        round_ = size * y_span / x_span * width / height  # a circle's height in data units
+        ax.add_collection(EllipseCollection(size, round_, 0, units="xy", offsets=np.concatenate(points),
                                             offset_transform=ax.transData, facecolors="black"))
         self.wires = []
         for m, (source, target) in zip(network.maps, self.map_rows):
@@ -85,8 +88,8 @@ class SpacesPicture:
                              if points[-1].shape[0] <= 64 else [])
         for row, space in enumerate(self.rows):
             ax.text(1.03, ROW_GAP * row, network.spaces[space].name, fontsize=6, va="center")
-        ax.set_xlim(-0.02, 1.25)
-        ax.set_ylim(-0.06, ROW_GAP * (len(self.rows) - 1) + 0.06)
+        ax.set_xlim(-0.02, -0.02 + x_span)
+        ax.set_ylim(-0.06, -0.06 + y_span)
         ax.axis("off")
         self.title = ax.set_title("", fontsize=9)
 
