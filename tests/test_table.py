@@ -156,15 +156,35 @@ def bad_files(folder: Path) -> list[tuple[list[str], str]]:
     ]
 
 
-def test_every_bad_file_is_one_line_and_exit_2_before_anything_is_written(tmp_path):
+def refusal(overrides: list[str]) -> str:
+    """The one-line error train.py gives for these overrides, from its own checks run in-process:
+    composition, validation and the plan's reading of the file."""
+    from bimt.experiment.fit import compose_run_config
+    from bimt.experiment.plan import with_sample_counts
+    from bimt.experiment.validate import validate
+
+    with pytest.raises(ConfigError) as error:
+        config = compose_run_config(["task=table", *overrides])
+        with_sample_counts(config, validate(config))
+    return str(error.value)
+
+
+def test_every_bad_file_is_refused_in_one_line_naming_what_is_wrong(tmp_path):
     (tmp_path / "data.txt").write_text("a,b\n1,2\n")
     for overrides, message in bad_files(tmp_path):
-        run_dir = tmp_path / "run"
-        result = run(*overrides, f"hydra.run.dir={run_dir}")
-        assert result.returncode == 2, (overrides, result.stderr)
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0], (overrides, result.stderr)
-        assert not run_dir.exists() or not any(run_dir.iterdir()), overrides
+        line = refusal(overrides)
+        assert "\n" not in line and message in line, (overrides, line)
+
+
+@pytest.mark.parametrize("case", [0, 7])
+def test_a_bad_file_exits_2_with_that_line_before_anything_is_written(tmp_path, case):
+    (tmp_path / "data.txt").write_text("a,b\n1,2\n")
+    overrides, message = bad_files(tmp_path)[case]
+    run_dir = tmp_path / "run"
+    result = run(*overrides, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"error: {refusal(overrides)}"]
+    assert message in result.stderr and not run_dir.exists()
 
 
 def test_fit_refuses_a_bad_file_with_the_same_line(tmp_path):
