@@ -8,7 +8,9 @@ follow must be refused in one line naming the module and the operation.
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +23,8 @@ import bimt
 from bimt.network.cost import connection_cost
 from bimt.network.model import BioMLP
 from bimt.tasks import TASKS, make_dataset
+
+from conftest import metrics_without_timing, read_events, train_cli
 
 
 class Block(nn.Module):
@@ -113,35 +117,57 @@ def mlp(shape: list[int]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def test_wrapped_sequential_with_adamw_reproduces_the_runner_bit_for_bit(tmp_path):
-    steps, log_every = 600, 50
-    run = bimt.fit(task="independence", engine="eager", steps=steps, log_every=log_every, run_dir=tmp_path / "run")
+STEPS, LOG_EVERY = 600, 50
+RUNNER = ("task=independence", "engine=eager", f"steps={STEPS}", f"log_every={LOG_EVERY}")
+
+
+@pytest.fixture(scope="module")
+def runner_run(tmp_path_factory) -> Path:
+    run_dir = tmp_path_factory.mktemp("runner") / "run"
+    result = train_cli(*RUNNER, f"hydra.run.dir={run_dir}")
+    assert result.returncode == 0, result.stderr
+    return run_dir
+
+
+def test_wrapped_sequential_with_adamw_reproduces_train_py_bit_for_bit(runner_run):
     torch.manual_seed(0)  # the paper's seed for independence: the runner's nn.Linear draws
     model = mlp([4, 20, 20, 2])
     net = bimt.wrap(model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.002, weight_decay=0.0)
     data, schedule = make_dataset(TASKS["independence"], seed=0), bimt.Schedule()
     losses, costs, permutations = {}, {}, []
-    for step in range(steps):
+    for step in range(STEPS):
         optimizer.zero_grad()
         loss = torch.mean((model(data.train_x) - data.train_y) ** 2)
-        cost = net.connection_cost(locality=1.0, penalize_bias=schedule.penalize_bias(step, steps))
-        (loss + schedule.lam(step, steps) * cost).backward()
+        cost = net.connection_cost(locality=1.0, penalize_bias=schedule.penalize_bias(step, STEPS))
+        (loss + schedule.lam(step, STEPS) * cost).backward()
         optimizer.step()
-        if step % log_every == 0:
+        if step % LOG_EVERY == 0:
             losses[step], costs[step] = loss.item(), cost.item()
         if step % 200 == 199:
             net.relocate()
             permutations.append((net.in_perm.tolist(), net.out_perm.tolist()))
-    assert len(run.history["loss/train"]) == steps // log_every
-    for step, value in run.history["loss/train"].items():
-        assert value == losses[step]  # float32 values, as TensorBoard stores them
-    for step, value in run.history["cost/connection"].items():
-        assert value == costs[step]
-    assert (run.metrics["in_perm"], run.metrics["out_perm"]) == permutations[-1]
+    events = read_events(runner_run)
+    assert {e.step: e.value for e in events.Scalars("loss/train")} == losses  # float32, as TensorBoard keeps them
+    assert {e.step: e.value for e in events.Scalars("cost/connection")} == costs
+    metrics = json.loads((runner_run / "metrics.json").read_text())
+    assert (metrics["in_perm"], metrics["out_perm"]) == permutations[-1]
     assert permutations[0] != ([0, 1, 2, 3], [0, 1])  # swaps happened, and were the runner's
     ours = torch.cat([p.detach().flatten() for layer in model[::2] for p in (layer.weight, layer.bias)])
-    assert torch.equal(ours, run.model.params.detach()[0])
+    assert torch.equal(ours, torch.load(runner_run / "checkpoint.pt", weights_only=False)["model"]["params"][0])
+
+
+def test_fit_is_train_py_in_one_call(runner_run, tmp_path):
+    run = bimt.fit(task="independence", engine="eager", steps=STEPS, log_every=LOG_EVERY, run_dir=tmp_path / "run")
+    assert metrics_without_timing(tmp_path / "run") == metrics_without_timing(runner_run)
+    assert run.metrics["test_mse"] == json.loads((runner_run / "metrics.json").read_text())["test_mse"]
+    assert {e.step: e.value for e in read_events(runner_run).Scalars("loss/train")} == run.history["loss/train"]
+    assert torch.equal(run.model.params.detach()[0],
+                       torch.load(runner_run / "checkpoint.pt", weights_only=False)["model"]["params"][0])
+    again = bimt.fit(task="independence", engine="eager", steps=STEPS, log_every=LOG_EVERY, run_dir=tmp_path / "run")
+    assert again.metrics == run.metrics  # a completed run is read back, not trained again
+    with pytest.raises(bimt.experiment.validate.ConfigError, match="train_type=7 is not allowed"):
+        bimt.fit(train_type=7, run_dir=tmp_path / "bad")
 
 
 @settings(max_examples=12, deadline=None)

@@ -95,13 +95,12 @@ def fit(task: str | None = None, overrides: Sequence[str] = (), run_dir: str | P
     run_dir = Path(run_dir)
     config = config_for_run_dir(config, run_dir)
     resolved = validate(config)
-    if read_status(run_dir) == Status.COMPLETED:
-        metrics = json.loads((run_dir / METRICS).read_text())
-    else:
+    if read_status(run_dir) != Status.COMPLETED:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (metrics,) = run_group([config], [run_dir], resolved)
-    if metrics.get("status") != Status.COMPLETED.value:
-        raise RuntimeError(metrics.get("error") or f"the run in {run_dir} ended {metrics.get('status')}")
+        (outcome,) = run_group([config], [run_dir], resolved)
+        if outcome.get("status") != Status.COMPLETED.value:
+            raise RuntimeError(outcome.get("error") or f"the run in {run_dir} ended {outcome.get('status')}")
+    metrics = json.loads((run_dir / METRICS).read_text())  # as saved, whether trained now or before
     model = build_model(config, resolved, [config.run_seed])
     load_checkpoint(read_checkpoint(run_dir / CHECKPOINT), model, make_optimizer(model, build_settings(config, resolved)))
     return FitResult(model, metrics, logged_scalars(run_dir), run_dir, config)
