@@ -274,6 +274,29 @@ def test_input_flatten_keeps_pixels_in_the_images_order():
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
 
 
+class Scaled(nn.Module):
+    """A model that reads its input's shape and scales by a number: neither moves a feature."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(3, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        width = x.shape[-1]
+        return self.fc2(torch.tanh(self.fc1(x)) * 0.5 / width) - 1.0
+
+
+def test_shape_reads_and_scaling_by_numbers_keep_the_spaces():
+    torch.manual_seed(5)
+    model = perturbed(Scaled(), 5)
+    x = torch.rand(4, 3)
+    before = model(x).detach()
+    net = bimt.wrap(model)
+    assert net.spaces == ["input", "fc1", "output"]
+    net.relocate(top_k=5)
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-6)
+
+
 class Convolution(nn.Module):
     def __init__(self) -> None:
         super().__init__()

@@ -205,7 +205,7 @@ def _step(trace: Trace, node: fx.Node, where: dict[fx.Node, int], modules: dict[
           attention: Mapping[str, Attention]) -> int | None:
     """The space of one node's value (None for values that are not features: shapes, masks, numbers)."""
     inputs = _spaces_of(node, where)
-    if not inputs:
+    if not inputs or _reads_shape(node):
         return None
     if node.op == "call_module":
         module = modules[node.target]
@@ -246,6 +246,12 @@ def _step(trace: Trace, node: fx.Node, where: dict[fx.Node, int], modules: dict[
     raise WrapError(f"bimt.wrap cannot follow the neuron spaces through {_describe(node, modules)}: only nn.Linear "
                     "maps, elementwise operations, residual additions, LayerNorms and declared attention "
                     "(bimt.Attention) keep each feature at a neuron that relocation can move")
+
+
+def _reads_shape(node: fx.Node) -> bool:
+    """`x.shape`, `x.size()`, `x.dim()`: the value is not features, and nothing moves."""
+    return (node.op == "call_function" and node.target is getattr and node.args[1] in ("shape", "dtype", "device")) or \
+        (node.op == "call_method" and node.target in ("size", "dim"))
 
 
 def _linear(trace: Trace, path: str, module: nn.Linear, reads: int, writes: int | None = None, fold: int = 1) -> int:
