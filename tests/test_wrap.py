@@ -351,6 +351,9 @@ def test_bad_declarations_are_refused_in_one_line():
     with pytest.raises(bimt.WrapError, match="'sphere'"):
         bimt.wrap(mlp([4, 4, 2]), geometry="sphere")
     wrapped = mlp([4, 4, 2])
-    bimt.wrap(wrapped)
+    net = bimt.wrap(wrapped)
     with pytest.raises(bimt.WrapError, match="wrapped already"):
         bimt.wrap(wrapped)
+    for bad in ({"top_k": 0}, {"top_k": 2.5}, {"locality": -1.0}, {"locality": float("nan")}):
+        with pytest.raises(ValueError, match=f"{next(iter(bad))}=.* is not allowed"):
+            net.relocate(**bad)

@@ -195,6 +195,10 @@ class WrappedModel:
         each move to their best place (whole heads first in a space with heads). `inputs=False` keeps
         the input neurons where they are. With `optimizer`, its state (Adam's moments) moves with the
         neurons; without, it stays where it is, as the paper's notebooks leave it."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ValueError(f"top_k={top_k!r} is not allowed; it must be an integer >= 1")
+        if not (isinstance(locality, (int, float)) and 0 <= locality < float("inf")):
+            raise ValueError(f"locality={locality!r} is not allowed; it must be a finite number >= 0")
         self._to_layout()
         state = self._flat_state(optimizer) if optimizer is not None else {}
         relocate(self.layout, top_k, None, None, locality, inputs, moments=list(state.values()))
