@@ -5,7 +5,8 @@ map's output. A map reads the latest row of its input space, so a residual strea
 write and its readers take their wires from the row before them; maps that write the same space from
 the same row (an attention's q, k and v) share one row. Wires are as wide as |w| (normalised per map),
 blue positive, red negative; inputs and outputs are labelled by the feature that sits at each
-position. Spaces on grids are drawn flattened into their row: x across, y within the row's band.
+position. Spaces on grids are drawn flattened into their row: x across, y within the row's band (a grid
+of pixels unlabelled).
 """
 
 from __future__ import annotations
@@ -57,18 +58,21 @@ class SpacesPicture:
                  output_labels: Sequence[str] | None = None, ax: Axes | None = None) -> None:
         network = model.network
         self.rows, self.map_rows = forward_rows(network)
+        flat = all(network.spaces[space].coordinates.dim() == 1 for space in self.rows)
         if ax is None:
-            ax = Figure(figsize=(4, 1.2 + 0.5 * len(self.rows)), dpi=100).subplots()
+            ax = Figure(figsize=(4, 1.2 + (0.5 if flat else 1.0) * len(self.rows)), dpi=100).subplots()
             ax.figure.subplots_adjust(left=0.02, right=0.98, bottom=0.03, top=0.92)
             FigureCanvasAgg(ax.figure)
         self.figure = ax.figure
         points = [_points(network.spaces[space].coordinates.numpy(), row) for row, space in enumerate(self.rows)]
         across = [len(p) if network.spaces[space].coordinates.dim() == 1 else math.isqrt(len(p))
                   for p, space in zip(points, self.rows)]  # neurons side by side in a row
-        size = 1 / (2 * max(across))
+        size = 1 / (2 * max(across)) * (1 if flat else 0.4)
         x_span, y_span = 1.27, ROW_GAP * (len(self.rows) - 1) + 0.12  # the limits set below
         width, height = ax.figure.get_size_inches()
         round_ = size * y_span / x_span * width / height  # a circle's height in data units
+        if not flat:  # a grid's rows are squeezed into its band: no taller than their spacing there
+            round_ = min(round_, BAND * ROW_GAP / (3 * max(across)))
         ax.add_collection(EllipseCollection(size, round_, 0, units="xy", offsets=np.concatenate(points),
                                             offset_transform=ax.transData, facecolors="black"))
         self.wires = []
@@ -82,10 +86,12 @@ class SpacesPicture:
         self.input_labels = input_labels or [f"$x_{{{i + 1}}}$" for i in range(n_in)]
         self.output_labels = output_labels or [f"$y_{{{i + 1}}}$" for i in range(n_out)]
         style = {"fontsize": 8} if max(n_in, n_out) <= 12 else {"fontsize": 4.5, "rotation": 90}
+        labelled = [network.spaces[self.rows[row]].coordinates.dim() == 1 or network.spaces[self.rows[row]].size <= 16
+                    for row in (0, -1)]  # a grid of pixels goes unlabelled, a ring of outputs is labelled
         self.input_texts = ([ax.text(x, y - 0.025, "", ha="center", va="top", **style) for x, y in points[0]]
-                            if points[0].shape[0] <= 64 else [])
+                            if labelled[0] and len(points[0]) <= 64 else [])
         self.output_texts = ([ax.text(x, y + 0.02, "", ha="center", va="bottom", **style) for x, y in points[-1]]
-                             if points[-1].shape[0] <= 64 else [])
+                             if labelled[1] and len(points[-1]) <= 64 else [])
         for row, space in enumerate(self.rows):
             ax.text(1.03, ROW_GAP * row, network.spaces[space].name, fontsize=6, va="center")
         ax.set_xlim(-0.02, -0.02 + x_span)
