@@ -53,6 +53,20 @@ class ResidualMLP(nn.Module):
         return self.out(h)
 
 
+class GatedMLP(nn.Module):
+    """A residual SwiGLU block: the gate's and the up projection's outputs multiply, so they share a space."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp, self.out = nn.Linear(4, 6), nn.Linear(6, 3)
+        self.gate, self.up, self.down = nn.Linear(6, 10), nn.Linear(6, 10), nn.Linear(10, 6)
+
+    def forward(self, x):
+        h = self.inp(x)
+        h = h + self.down(F.silu(self.gate(h)) * self.up(h))
+        return F.softmax(self.out(h), dim=-1)
+
+
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention in plain nn: heads are contiguous blocks of q, k and v."""
 
@@ -170,13 +184,15 @@ def test_fit_is_train_py_in_one_call(runner_run, tmp_path):
         bimt.fit(train_type=7, run_dir=tmp_path / "bad")
 
 
-@settings(max_examples=12, deadline=None)
-@given(kind=st.sampled_from(["mlp", "residual", "residual_norm", "transformer", "transformer_fused"]),
+@settings(max_examples=15, deadline=None)
+@given(kind=st.sampled_from(["mlp", "residual", "residual_norm", "gated", "transformer", "transformer_fused"]),
        seed=st.integers(0, 2**16), top_k=st.integers(1, 12), inputs=st.booleans())
 def test_relocation_leaves_the_function_unchanged_and_never_raises_the_cost(kind, seed, top_k, inputs):
     torch.manual_seed(seed)
     if kind == "mlp":
         model, x, attention = mlp([5, 9, 7, 3]), torch.rand(16, 5), None
+    elif kind == "gated":
+        model, x, attention = GatedMLP().double(), torch.rand(16, 4, dtype=torch.float64), None
     elif kind.startswith("residual"):
         model, x, attention = ResidualMLP(4, 8, 12, 3, 2, kind.endswith("norm")), torch.rand(16, 4), None
     else:
