@@ -95,9 +95,9 @@ def test_classification_from_npz_with_minibatches_reports_accuracy(tmp_path):
     assert metrics["test_acc"] >= 0.8 and "test_loss" in metrics
 
 
-def test_a_sweep_trains_every_job_and_the_report_tabulates_them(table, tmp_path):
-    result = run(f"task.path={table}", "task.targets=[y]", "seed=0,1", "train_type=1,5", f"hydra.sweep.dir={tmp_path}",
-                 multirun=True)
+def test_a_batched_sweep_trains_every_job_and_the_report_tabulates_them(table, tmp_path):
+    result = run(f"task.path={table}", "task.targets=[y]", "seed=0,1", "train_type=1,5", "hydra/launcher=batched",
+                 f"hydra.sweep.dir={tmp_path}", multirun=True)
     assert result.returncode == 0, result.stderr
     jobs = job_dirs(tmp_path)
     assert len(jobs) == 4 and all((job / "metrics.json").is_file() for job in jobs)
