@@ -373,3 +373,11 @@ def test_bad_declarations_are_refused_in_one_line():
     for bad in ({"top_k": 0}, {"top_k": 2.5}, {"locality": -1.0}, {"locality": float("nan")}):
         with pytest.raises(ValueError, match=f"{next(iter(bad))}=.* is not allowed"):
             net.relocate(**bad)
+
+
+def test_the_refusal_the_docs_show_is_the_real_one():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "own-model.md").read_text()
+    (shown,) = [line.removeprefix("bimt.WrapError: ") for line in page.splitlines() if line.startswith("bimt.WrapError: ")]
+    with pytest.raises(bimt.WrapError) as error:
+        bimt.wrap(nn.Sequential(nn.Linear(3, 4), nn.Conv1d(4, 4, 1)))
+    assert str(error.value) == shown
