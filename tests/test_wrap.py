@@ -67,6 +67,21 @@ class GatedMLP(nn.Module):
         return F.softmax(self.out(h), dim=-1)
 
 
+class TorchAttention(nn.Module):
+    """A pre-norm block around torch's own nn.MultiheadAttention, which needs no declaration."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.norm, self.out = nn.Linear(3, 8), nn.LayerNorm(8), nn.Linear(8, 2)
+        self.attention = nn.MultiheadAttention(8, 2, batch_first=True)
+
+    def forward(self, x):
+        h = self.embed(x)
+        n = self.norm(h)
+        mixed, _ = self.attention(n, n, n, need_weights=False)
+        return self.out(h + mixed)
+
+
 class SelfAttention(nn.Module):
     """Causal multi-head self-attention in plain nn: heads are contiguous blocks of q, k and v."""
 
@@ -184,13 +199,16 @@ def test_fit_is_train_py_in_one_call(runner_run, tmp_path):
         bimt.fit(train_type=7, run_dir=tmp_path / "bad")
 
 
-@settings(max_examples=15, deadline=None)
-@given(kind=st.sampled_from(["mlp", "residual", "residual_norm", "gated", "transformer", "transformer_fused"]),
+@settings(max_examples=18, deadline=None)
+@given(kind=st.sampled_from(["mlp", "residual", "residual_norm", "gated", "transformer", "transformer_fused",
+                             "multihead"]),
        seed=st.integers(0, 2**16), top_k=st.integers(1, 12), inputs=st.booleans())
 def test_relocation_leaves_the_function_unchanged_and_never_raises_the_cost(kind, seed, top_k, inputs):
     torch.manual_seed(seed)
     if kind == "mlp":
         model, x, attention = mlp([5, 9, 7, 3]), torch.rand(16, 5), None
+    elif kind == "multihead":
+        model, x, attention = TorchAttention().eval(), torch.rand(4, 6, 3), None
     elif kind == "gated":
         model, x, attention = GatedMLP().double(), torch.rand(16, 4, dtype=torch.float64), None
     elif kind.startswith("residual"):
@@ -268,6 +286,25 @@ def test_optimizer_state_moves_with_the_neurons_when_asked():
     order = [rows.tolist().index(row) for row in model[0].weight.detach().tolist()]  # where each row came from
     assert order != list(range(8))
     assert torch.equal(optimizer.state[model[0].weight]["exp_avg"], moment[id(model[0].weight)][order])
+
+
+def test_multihead_attention_is_read_as_fused_qkv_with_heads():
+    net = bimt.wrap(TorchAttention())
+    attention = net.network.spaces[net.spaces.index("attention")]
+    assert (attention.size, attention.heads) == (8, 2)
+    (fused,) = [m for m in net.network.maps if m.name == "attention.in_proj"]
+    assert fused.out_fold == 3
+    with pytest.raises(bimt.WrapError, match="not self-attention"):
+        bimt.wrap(CrossAttention())
+
+
+class CrossAttention(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.attention = nn.Linear(3, 4), nn.Linear(3, 4), nn.MultiheadAttention(4, 2)
+
+    def forward(self, x):
+        return self.attention(self.a(x), self.b(x), self.b(x))[0]
 
 
 def test_draw_shows_every_row_and_saves(tmp_path):

@@ -4,8 +4,9 @@ Each `nn.Linear` is a map: it reads the space its input lies in and writes a new
 act on each feature alone (activations, dropout, scaling by a number, a softmax or a LayerNorm over
 the features) leave their input's space as it is; an elementwise operation of two tensors (a residual
 addition, a gate) joins their spaces into one, since a neuron of one must move with the neuron it is
-added to. An attention module the user declares (`Attention`) is read as its projections: q, k and v
-read its input and write one attention space, split in heads; the output projection reads it.
+added to. An attention module the user declares (`Attention`), or an `nn.MultiheadAttention`, is read as
+its projections: q, k and v read its input and write one attention space, split in heads; the output
+projection reads it.
 Anything else that touches a space (a reshape, a concatenation, a convolution) is refused, with the
 module and the operation named: relocation would change what the model computes.
 """
@@ -94,6 +95,7 @@ class Trace:
     input_space: int = 0
     output_space: int = 0
     input_flatten: int | None = None  # the input's trailing axes from this one are flattened into features
+    pairs: set = field(default_factory=set)  # nodes whose value is nn.MultiheadAttention's (output, weights)
 
     def new_space(self, name: str, heads: int = 1) -> int:
         self.spaces.append(TracedSpace(name, heads))
@@ -211,6 +213,9 @@ def _step(trace: Trace, node: fx.Node, where: dict[fx.Node, int], modules: dict[
         module = modules[node.target]
         if node.target in attention:
             return _attention(trace, node, inputs, modules, attention[node.target])
+        if isinstance(module, nn.MultiheadAttention):
+            trace.pairs.add(node)
+            return _multihead(trace, node, inputs, module)
         if isinstance(module, nn.Linear):
             return _linear(trace, node.target, module, inputs[0])
         if isinstance(module, NORMS):
@@ -224,6 +229,8 @@ def _step(trace: Trace, node: fx.Node, where: dict[fx.Node, int], modules: dict[
             trace.input_flatten = module.start_dim
             return inputs[0]
     elif node.op == "call_function":
+        if node.target is operator.getitem and node.args[0] in trace.pairs:
+            return inputs[0] if node.args[1] == 0 else None  # the output, not the attention weights
         if node.target in ELEMENTWISE_FUNCTIONS or (node.target in BINARY_FUNCTIONS and len(inputs) == 1):
             return inputs[0]
         if node.target in BINARY_FUNCTIONS:
@@ -244,8 +251,8 @@ def _step(trace: Trace, node: fx.Node, where: dict[fx.Node, int], modules: dict[
             trace.input_flatten = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
             return inputs[0]
     raise WrapError(f"bimt.wrap cannot follow the neuron spaces through {_describe(node, modules)}: only nn.Linear "
-                    "maps, elementwise operations, residual additions, LayerNorms and declared attention "
-                    "(bimt.Attention) keep each feature at a neuron that relocation can move")
+                    "maps, elementwise operations, residual additions, LayerNorms, nn.MultiheadAttention and "
+                    "declared attention (bimt.Attention) keep each feature at a neuron that relocation can move")
 
 
 def _reads_shape(node: fx.Node) -> bool:
@@ -259,6 +266,24 @@ def _linear(trace: Trace, path: str, module: nn.Linear, reads: int, writes: int 
     trace.maps.append(TracedMap(path, f"{path}.weight", None if module.bias is None else f"{path}.bias",
                                 reads, writes, fold))
     return writes
+
+
+def _multihead(trace: Trace, node: fx.Node, inputs: list[int], module: nn.MultiheadAttention) -> int:
+    """nn.MultiheadAttention as its fused in-projection (q, k, v rows, heads in blocks) and its out_proj."""
+    query = node.args[0] if node.args else node.kwargs.get("query")
+    same = [node.args[i] if len(node.args) > i else node.kwargs.get(name) for i, name in enumerate(("query", "key", "value"))]
+    if len(set(inputs)) > 1 or any(arg is not query for arg in same):
+        raise WrapError(f"module {node.target!r} (MultiheadAttention) is not self-attention (query, key and value "
+                        "are not one tensor); bimt.wrap reads self-attention only")
+    if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:
+        raise WrapError(f"module {node.target!r} (MultiheadAttention) has kdim/vdim, add_bias_kv or add_zero_attn; "
+                        "bimt.wrap reads its plain form (one in_proj_weight) only")
+    space = trace.new_space(node.target, module.num_heads)
+    trace.maps.append(TracedMap(f"{node.target}.in_proj", f"{node.target}.in_proj_weight",
+                                None if module.in_proj_bias is None else f"{node.target}.in_proj_bias",
+                                inputs[0], space, 3))
+    path = f"{node.target}.out_proj"
+    return _linear(trace, path, module.out_proj, space)
 
 
 def _attention(trace: Trace, node: fx.Node, inputs: list[int], modules: dict[str, nn.Module], spec: Attention) -> int:
