@@ -37,15 +37,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from hydra import compose, initialize_config_dir
 
 from bimt import BioMLP, NullLogger, ReplicaSettings, Schedule, TrainSettings, make_dataset, relocate, train
 from bimt.engines.native import unsupported
+from bimt.experiment.fit import compose_run_config
 from bimt.experiment.memory import keep_freed_memory
 from bimt.experiment.plan import build_model, build_settings, group_data, plan_group, replica_settings
 from bimt.experiment.schema import DTYPES
 from bimt.experiment.tensorboard import RunLogger
-from bimt.experiment.validate import load_config, validate
+from bimt.experiment.validate import validate
 from bimt.reference import (
     PAPER,
     LiteralData,
@@ -127,7 +127,7 @@ def bench_classifier(name: str, steps: int, run_repeats: int) -> dict[str, Any]:
     """ms per step of a full run of a Section 3.2-3.3 task: the notebook's loop (`reference.notebook`:
     autograd, the test set's forward pass on every step, swap-recompute-unswap relocation) against the
     project's engines on the task's own config. An engine that cannot run the task says why."""
-    config = compose_config([f"task={name}", f"steps={steps}"])
+    config = compose_run_config([f"task={name}", f"steps={steps}"])
     task = validate(config)
     results: dict[str, Any] = {}
 
@@ -160,7 +160,7 @@ def bench_exact_batches(task_name: str, sizes: list[int], steps: int, run_repeat
     results: dict[str, Any] = {}
     for replicas in sizes:
         for exact in (True, False):
-            configs = [compose_config([f"task={task_name}", f"steps={steps}", f"seed={seed}", "engine=eager",
+            configs = [compose_run_config([f"task={task_name}", f"steps={steps}", f"seed={seed}", "engine=eager",
                                        f"exact_batches={str(exact).lower()}"]) for seed in range(replicas)]
             task = validate(configs[0])
 
@@ -191,7 +191,7 @@ def bench_incontext(steps: int, run_repeats: int, seeds: int, relocation: bool) 
 
     results["notebook_ms_per_step"] = median_ms(literal_run, run_repeats) / steps
     for label, extra in (("single", []), ("single_no_logs", [f"log_every={steps}"])):
-        config = compose_config(["task=incontext", f"steps={steps}", *extra])
+        config = compose_run_config(["task=incontext", f"steps={steps}", *extra])
         task = validate(config)
 
         def project_run(config=config, task=task):
@@ -203,7 +203,7 @@ def bench_incontext(steps: int, run_repeats: int, seeds: int, relocation: bool) 
         results[f"{label}_ms_per_step"] = median_ms(project_run, run_repeats) / steps
         results[f"{label}_speedup"] = results["notebook_ms_per_step"] / results[f"{label}_ms_per_step"]
     for exact in (True, False):
-        configs = [compose_config(["task=incontext", f"steps={steps}", f"seed={seed}",
+        configs = [compose_run_config(["task=incontext", f"steps={steps}", f"seed={seed}",
                                    f"exact_batches={str(exact).lower()}"]) for seed in range(1, seeds + 1)]
         task = validate(configs[0])
 
@@ -225,7 +225,7 @@ def bench_incontext(steps: int, run_repeats: int, seeds: int, relocation: bool) 
 def bench_incontext_relocation(steps: int = 3000) -> dict[str, Any]:
     """One relocation of the full-size transformer after `steps` steps of training: the notebook's
     search (`LiteralTransformer.relocate`) against the project's, on the same state."""
-    config = compose_config(["task=incontext", f"steps={steps}"])
+    config = compose_run_config(["task=incontext", f"steps={steps}"])
     plan = plan_group([config], validate(config))
     settings = replace(plan.settings, progress=False, snapshot_every=0, checkpoint_every=0)
     train(plan.model, plan.data, plan.replicas, config.schedule, settings, NullLogger())
@@ -264,7 +264,7 @@ def bench_grid(steps: int, run_repeats: int, sizes: list[int]) -> dict[str, Any]
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as folder:
         write_random_mnist(Path(folder), 6000, 2000)
-        config = compose_config(["task=mnist", f"task.path={folder}", "task.n_train=6000", "task.n_test=2000",
+        config = compose_run_config(["task=mnist", f"task.path={folder}", "task.n_train=6000", "task.n_test=2000",
                                  f"steps={steps}"])
         task = validate(config)
         single = group_data(config, task, [config.run_seed], [config.data_seed], cpu)
@@ -295,9 +295,6 @@ def bench_grid(steps: int, run_repeats: int, sizes: list[int]) -> dict[str, Any]
     return results
 
 
-def compose_config(overrides: list[str]):
-    with initialize_config_dir(str(REPO / "conf"), version_base="1.3"):
-        return load_config(compose("config", overrides))
 
 
 def bench_batched(sizes: list[int], steps: int, literal_ms_per_step: float,

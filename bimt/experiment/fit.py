@@ -84,8 +84,9 @@ def fit(task: str | None = None, overrides: Sequence[str] = (), run_dir: str | P
     `relocate={"every": 100}`), `overrides` any in its own syntax (`["task.path=data.csv"]`).
 
     The run goes to `run_dir` (default `outputs/runs/<time>_<task>_tt<train_type>`); a directory that
-    holds a checkpoint of the same config is continued from it, one that holds a completed run is read back. Raises `ConfigError` (one line) for a
-    config `train.py` would refuse, and `RuntimeError` for a run that did not complete (diverged).
+    holds a checkpoint of the same config is continued from it, one that holds a completed run is read
+    back. Raises `ConfigError` (one line) for a config `train.py` would refuse, and `RuntimeError` for a
+    run that did not complete (diverged).
     """
     everything = [*([f"task={task}"] if task is not None else []), *overrides_of(settings), *overrides]
     config = compose_run_config(everything)

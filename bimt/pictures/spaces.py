@@ -22,7 +22,7 @@ from matplotlib.figure import Figure
 
 from bimt.network.spaces import Network
 from bimt.network.spatial import SpatialModel
-from bimt.pictures.style import BLUE, INVISIBLE_WIDTH, RED
+from bimt.pictures.style import show_features, show_weights
 
 ROW_GAP = 0.1  # vertical distance between rows in the drawing
 BAND = 0.6  # share of the gap that a grid's height takes
@@ -107,10 +107,7 @@ class SpacesPicture:
             w = weight.numpy().ravel()
             w = w / max(np.abs(w).max(), 1e-12)
             widths = np.abs(w)
-            wires.set_linewidths(np.where(widths >= INVISIBLE_WIDTH, widths, 0.0))
-            wires.set_colors(np.where(w[:, None] > 0, BLUE, RED))
-        for text, feature in zip(self.input_texts, model.in_perm[replica].tolist()):
-            text.set_text(self.input_labels[feature])
-        for text, feature in zip(self.output_texts, model.out_perm[replica].tolist()):
-            text.set_text(self.output_labels[feature])
+            show_weights(wires, w, widths)
+        show_features(self.input_texts, self.input_labels, model.in_perm[replica].tolist())
+        show_features(self.output_texts, self.output_labels, model.out_perm[replica].tolist())
         return self.figure

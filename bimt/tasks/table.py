@@ -147,7 +147,7 @@ def _columns(table: Table, key: str, spec: Any) -> list[int]:
 
 
 @dataclass(frozen=True)
-class Layout:
+class Columns:
     """Which columns a config reads: inputs, targets, and for a classifier its classes' values."""
 
     inputs: list[int]
@@ -157,7 +157,7 @@ class Layout:
     n_test: int
 
 
-def layout(settings: Any) -> tuple[Table, Layout]:
+def columns_of(settings: Any) -> tuple[Table, Columns]:
     """The table and what a config reads of it, checked."""
     require(settings.path is not None, "task.path=None: task=table reads a .csv, .npy or .npz file; give it with "
             "task.path=<file>")
@@ -194,13 +194,13 @@ def layout(settings: Any) -> tuple[Table, Layout]:
         classes = np.unique(labels)
         require(len(classes) >= 2, f"task.path={settings.path}: column {table.columns[targets[0]]!r} holds a single "
                 f"class ({classes[0]:g}); classification needs at least 2")
-    return table, Layout(inputs, targets, classes, n_train, n_test)
+    return table, Columns(inputs, targets, classes, n_train, n_test)
 
 
 def table_data(settings: Any, seed: int) -> Dataset:
     """The table split with `seed` (the last test_fraction of a shuffle are the test split),
     inputs standardised on the training split where asked; float32, or int64 classes."""
-    table, columns = layout(settings)
+    table, columns = columns_of(settings)
     order = np.random.default_rng(seed).permutation(len(table.values))
     train, test = order[: columns.n_train], order[columns.n_train :]
     x = table.values[:, columns.inputs]
@@ -220,7 +220,7 @@ def build(settings: Any) -> Task:
     for key in OTHER_TASKS_KEYS:
         require(getattr(settings, key) is None, f"task.{key}={getattr(settings, key)} does not apply to task=table; "
                 "its splits are task.test_fraction of the file's rows")
-    table, columns = layout(settings)
+    table, columns = columns_of(settings)
     inputs = [table.columns[j] for j in columns.inputs]
     if columns.classes is None:
         outputs, loss, figures = tuple(table.columns[j] for j in columns.targets), "mse", ("pred_vs_true",)
@@ -228,4 +228,10 @@ def build(settings: Any) -> Task:
         outputs, loss, figures = tuple(f"{value:g}" for value in columns.classes), "cross_entropy", ()
     return Task(settings.name, len(inputs), len(outputs), outputs, data=lambda task, s, seed: table_data(s, seed),
                 figures=figures, loss=loss, input_names=tuple(inputs),
-                sample_counts=lambda s: (layout(s)[1].n_train, layout(s)[1].n_test))
+                sample_counts=sample_counts)
+
+
+def sample_counts(settings: Any) -> tuple[int, int]:
+    """The training and test rows a config's split holds."""
+    _, columns = columns_of(settings)
+    return columns.n_train, columns.n_test

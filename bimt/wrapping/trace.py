@@ -225,8 +225,7 @@ def _step(trace: Trace, node: fx.Node, where: dict[fx.Node, int], modules: dict[
             return inputs[0]
         if isinstance(module, ELEMENTWISE_MODULES):
             return inputs[0]
-        if isinstance(module, nn.Flatten) and inputs[0] == trace.input_space and trace.input_flatten is None:
-            trace.input_flatten = module.start_dim
+        if isinstance(module, nn.Flatten) and _flattens_input(trace, inputs[0], module.start_dim):
             return inputs[0]
     elif node.op == "call_function":
         if node.target is operator.getitem and node.args[0] in trace.pairs:
@@ -235,24 +234,35 @@ def _step(trace: Trace, node: fx.Node, where: dict[fx.Node, int], modules: dict[
             return inputs[0]
         if node.target in BINARY_FUNCTIONS:
             return trace.join(*inputs)
-        if node.target in FEATURE_WISE and node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None) == -1:
+        if node.target in FEATURE_WISE and _argument(node, 1, "dim") == -1:
             return inputs[0]
-        if node.target is torch.flatten and inputs[0] == trace.input_space and trace.input_flatten is None:
-            trace.input_flatten = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
+        if node.target is torch.flatten and _flattens_input(trace, inputs[0], _argument(node, 1, "start_dim", 0)):
             return inputs[0]
     elif node.op == "call_method":
         if node.target in ELEMENTWISE_METHODS and len(inputs) == 1:
             return inputs[0]
         if node.target in BINARY_METHODS:
             return trace.join(*inputs) if len(inputs) == 2 else inputs[0]
-        if node.target in ("softmax", "log_softmax") and node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None) == -1:
+        if node.target in ("softmax", "log_softmax") and _argument(node, 1, "dim") == -1:
             return inputs[0]
-        if node.target == "flatten" and inputs[0] == trace.input_space and trace.input_flatten is None:
-            trace.input_flatten = node.kwargs.get("start_dim", node.args[1] if len(node.args) > 1 else 0)
+        if node.target == "flatten" and _flattens_input(trace, inputs[0], _argument(node, 1, "start_dim", 0)):
             return inputs[0]
     raise WrapError(f"bimt.wrap cannot follow the neuron spaces through {_describe(node, modules)}: only nn.Linear "
                     "maps, elementwise operations, residual additions, LayerNorms, nn.MultiheadAttention and "
                     "declared attention (bimt.Attention) keep each feature at a neuron that relocation can move")
+
+
+def _argument(node: fx.Node, position: int, name: str, default: object = None) -> object:
+    """A call's argument, given by position or by keyword."""
+    return node.args[position] if len(node.args) > position else node.kwargs.get(name, default)
+
+
+def _flattens_input(trace: Trace, space: int, start: int) -> bool:
+    """Whether a flatten is the input's, which the wrapper's hook undoes (recorded); any other is refused."""
+    if space != trace.input_space or trace.input_flatten is not None:
+        return False
+    trace.input_flatten = start
+    return True
 
 
 def _reads_shape(node: fx.Node) -> bool:
@@ -270,9 +280,8 @@ def _linear(trace: Trace, path: str, module: nn.Linear, reads: int, writes: int 
 
 def _multihead(trace: Trace, node: fx.Node, inputs: list[int], module: nn.MultiheadAttention) -> int:
     """nn.MultiheadAttention as its fused in-projection (q, k, v rows, heads in blocks) and its out_proj."""
-    query = node.args[0] if node.args else node.kwargs.get("query")
-    same = [node.args[i] if len(node.args) > i else node.kwargs.get(name) for i, name in enumerate(("query", "key", "value"))]
-    if len(set(inputs)) > 1 or any(arg is not query for arg in same):
+    query, key, value = (_argument(node, i, name) for i, name in enumerate(("query", "key", "value")))
+    if len(set(inputs)) > 1 or not (query is key is value):
         raise WrapError(f"module {node.target!r} (MultiheadAttention) is not self-attention (query, key and value "
                         "are not one tensor); bimt.wrap reads self-attention only")
     if not module._qkv_same_embed_dim or module.bias_k is not None or module.add_zero_attn:

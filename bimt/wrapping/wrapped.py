@@ -15,7 +15,7 @@ weights and geometry.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from itertools import zip_longest
 
 import torch
@@ -73,12 +73,12 @@ class WrappedModel:
                  mean_cost: bool) -> None:
         self.model = model
         parameters = dict(model.named_parameters())
-        self.network, self._maps, self._vectors = _network(trace, parameters, geometry)
+        self.network = _network(trace, parameters, geometry)
         self.input_flatten = trace.input_flatten
         self.shared_permutation = trace.find(trace.input_space) == trace.find(trace.output_space)
-        self._weights = [parameters[m.weight] for m in self._maps]
-        self._biases = [None if m.bias is None else parameters[m.bias] for m in self._maps]
-        self._vector_parameters = [parameters[path] for path in self._vectors]
+        self._weights = [parameters[m.weight] for m in trace.maps]  # the network's maps are the trace's, in order
+        self._biases = [None if m.bias is None else parameters[m.bias] for m in trace.maps]
+        self._vector_parameters = [parameters[path] for path, _, _ in trace.vectors]
         dtype = self._weights[0].dtype
         flat = torch.zeros(1, self.network.parameters, dtype=dtype)
         self.layout = Layout(self.network, flat, l0, mean_cost, "grid" if geometry == "grid" else "line")
@@ -144,30 +144,15 @@ class WrappedModel:
             self._prices[key] = [factor.to(weights[0].device) for factor in wire_factors(self.layout, float(locality))]
         return priced_cost(self.layout, self._prices[key], penalize_bias, weights, biases)[0]
 
-    @torch.no_grad()
-    def _to_layout(self) -> None:
-        """Copy the model's parameters and permutations into the flat CPU layout."""
-        flat = self.layout.params.detach()
+    def _pairs(self, flat: torch.Tensor, of=lambda parameter: parameter) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(view into the flat (1, P) layout, `of(parameter)`) for every parameter it holds: each map's
+        weight and bias (a map without bias has zeros there), then the vectors."""
         for i, (weight, bias) in enumerate(zip(self._weights, self._biases)):
-            self.network.weight(flat, i)[0].copy_(weight)
+            yield self.network.weight(flat, i)[0], of(weight)
             if bias is not None:
-                self.network.bias(flat, i)[0].copy_(bias)
+                yield self.network.bias(flat, i)[0], of(bias)
         for i, vector in enumerate(self._vector_parameters):
-            self.network.vector(flat, i)[0].copy_(vector)
-        self.layout.in_perm[0].copy_(self.in_perm)
-        self.layout.out_perm[0].copy_(self.out_perm)
-
-    @torch.no_grad()
-    def _from_layout(self) -> None:
-        flat = self.layout.params.detach()
-        for i, (weight, bias) in enumerate(zip(self._weights, self._biases)):
-            weight.copy_(self.network.weight(flat, i)[0])
-            if bias is not None:
-                bias.copy_(self.network.bias(flat, i)[0])
-        for i, vector in enumerate(self._vector_parameters):
-            vector.copy_(self.network.vector(flat, i)[0])
-        self.in_perm.copy_(self.layout.in_perm[0])
-        self.out_perm.copy_(self.layout.in_perm[0] if self.shared_permutation else self.layout.out_perm[0])
+            yield self.network.vector(flat, i)[0], of(vector)
 
     def _flat_state(self, optimizer: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
         """The optimizer's per-parameter state tensors (Adam's moments, SGD's momentum) laid out flat."""
@@ -175,16 +160,10 @@ class WrappedModel:
         for parameter in self._weights:
             state = optimizer.state.get(parameter, {})
             names |= {name for name, value in state.items() if torch.is_tensor(value) and value.shape == parameter.shape}
-        flats = {}
-        for name in sorted(names):
-            flat = torch.zeros_like(self.layout.params.detach())
-            for i, (weight, bias) in enumerate(zip(self._weights, self._biases)):
-                self.network.weight(flat, i)[0].copy_(optimizer.state[weight][name])
-                if bias is not None:
-                    self.network.bias(flat, i)[0].copy_(optimizer.state[bias][name])
-            for i, vector in enumerate(self._vector_parameters):
-                self.network.vector(flat, i)[0].copy_(optimizer.state[vector][name])
-            flats[name] = flat
+        flats = {name: torch.zeros_like(self.layout.params.detach()) for name in sorted(names)}
+        for name, flat in flats.items():
+            for view, tensor in self._pairs(flat, lambda parameter: optimizer.state[parameter][name]):
+                view.copy_(tensor)
         return flats
 
     @torch.no_grad()
@@ -202,14 +181,21 @@ class WrappedModel:
         self._to_layout()
         state = self._flat_state(optimizer) if optimizer is not None else {}
         relocate(self.layout, top_k, None, None, locality, inputs, moments=list(state.values()))
-        self._from_layout()
+        for view, parameter in self._pairs(self.layout.params.detach()):
+            parameter.copy_(view)
+        self.in_perm.copy_(self.layout.in_perm[0])
+        self.out_perm.copy_(self.layout.in_perm[0] if self.shared_permutation else self.layout.out_perm[0])
         for name, flat in state.items():
-            for i, (weight, bias) in enumerate(zip(self._weights, self._biases)):
-                optimizer.state[weight][name].copy_(self.network.weight(flat, i)[0])
-                if bias is not None:
-                    optimizer.state[bias][name].copy_(self.network.bias(flat, i)[0])
-            for i, vector in enumerate(self._vector_parameters):
-                optimizer.state[vector][name].copy_(self.network.vector(flat, i)[0])
+            for view, tensor in self._pairs(flat, lambda parameter: optimizer.state[parameter][name]):
+                tensor.copy_(view)
+
+    @torch.no_grad()
+    def _to_layout(self) -> None:
+        """Copy the model's parameters and permutations into the flat CPU layout."""
+        for view, parameter in self._pairs(self.layout.params.detach()):
+            view.copy_(parameter)
+        self.layout.in_perm[0].copy_(self.in_perm)
+        self.layout.out_perm[0].copy_(self.out_perm)
 
     def draw(self, title: str = "", input_labels: Sequence[str] | None = None,
              output_labels: Sequence[str] | None = None) -> Figure:
@@ -220,7 +206,7 @@ class WrappedModel:
 
 
 def _network(trace: Trace, parameters: dict[str, torch.Tensor],
-             geometry: str | Mapping[str, str]) -> tuple[Network, list, list[str]]:
+             geometry: str | Mapping[str, str]) -> Network:
     """The traced spaces numbered in the order the forward pass meets them, their sizes read off the
     maps' weights (and checked), and their coordinates."""
     roots = sorted({trace.find(i) for i in range(len(trace.spaces))})
@@ -250,12 +236,11 @@ def _network(trace: Trace, parameters: dict[str, torch.Tensor],
     input_space, output_space = index[trace.find(trace.input_space)], index[trace.find(trace.output_space)]
     if input_space not in sizes:
         raise WrapError("the model's input reaches no nn.Linear; bimt.wrap needs at least one linear layer")
-    vectors, vector_paths = [], []
+    vectors = []
     for path, space, initial in trace.vectors:
         n = parameters[path].numel()
         size(index[trace.find(space)], n, f"parameter {path!r}")
         vectors.append(Vector(path, index[trace.find(space)], initial))
-        vector_paths.append(path)
     spaces = []
     for i, root in enumerate(roots):
         n, _ = sizes[i]
@@ -274,8 +259,12 @@ def _network(trace: Trace, parameters: dict[str, torch.Tensor],
         if unknown:
             raise WrapError(f"geometry names the space {unknown[0]!r}, which the model does not have; "
                             f"its spaces: {', '.join(s.name for s in spaces)}")
-    network = Network(tuple(spaces), tuple(maps), tuple(vectors), relocation_order=tuple(range(len(spaces))))
-    return network, list(trace.maps), vector_paths
+    for m in maps:
+        into, out = spaces[m.reads], spaces[m.writes]
+        if into.coordinates.dim() != out.coordinates.dim():
+            raise WrapError(f"module {m.name!r} joins space {into.name!r} and space {out.name!r}, one on a line and "
+                            "one on a grid; a map's two spaces must share a geometry")
+    return Network(tuple(spaces), tuple(maps), tuple(vectors), relocation_order=tuple(range(len(spaces))))
 
 
 def _coordinates(name: str, n: int, geometry: str, output: bool) -> torch.Tensor:
