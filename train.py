@@ -25,17 +25,20 @@ from bimt.experiment.cli import (
     print_structure,
     quote_formulas,
     resume_overrides,
+    search_overrides,
 )
+from bimt.experiment.objective import objective_value
 from bimt.experiment.outcome import Status, outcome
 from bimt.experiment.run import run_group
-from bimt.experiment.rundir import METRICS, config_for_run_dir, read_status
+from bimt.experiment.rundir import METRICS, config_for_run_dir, read_metrics, read_status
 from bimt.experiment.validate import ConfigError, load_config, validate
 
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(config_path="conf", config_name="config", version_base="1.3")
-def main(cfg: DictConfig) -> dict:
+def main(cfg: DictConfig) -> float | list[float]:
+    """One run; returns its `objective` (what a sweeper such as Optuna's optimises)."""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     in_sweep = HydraConfig.get().mode == RunMode.MULTIRUN
     try:
@@ -43,7 +46,7 @@ def main(cfg: DictConfig) -> dict:
         task = validate(config)
         if read_status(run_dir) == Status.COMPLETED:
             print(f"{run_dir} already holds a completed run; see {run_dir / METRICS}")
-            return {"status": Status.COMPLETED.value}
+            return objective_value(read_metrics(run_dir), config.objective)
         (metrics,) = run_group([config], [run_dir], task)
     except ConfigError as error:
         fail(str(error), run_dir, in_sweep=in_sweep)
@@ -52,14 +55,14 @@ def main(cfg: DictConfig) -> dict:
         end_with(result, in_sweep)
     print(result.line)
     print_structure(metrics, task, config)
-    return metrics
+    return objective_value(metrics, config.objective)
 
 
 if __name__ == "__main__":
     # conf/hydra/launcher/{joblib,submitit_*}.yaml set this app's defaults for those plugins under the
     # plugins' own names; Hydra validates them against the plugins' schemas, and says so every time.
     warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\S+' is validated against ConfigStore schema")
-    sys.argv[1:] = resume_overrides(quote_formulas(sys.argv[1:]))
+    sys.argv[1:] = search_overrides(resume_overrides(quote_formulas(sys.argv[1:])))
     check_renamed(sys.argv[1:])
     check_group_choices(sys.argv[1:], CONF_DIR)
     check_launcher(sys.argv[1:])

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
+import networkx as nx
 import numpy as np
 import pytest
 import torch
 
 from bimt.network.model import BioMLP
-from bimt.tasks import TASKS, make_dataset
+from bimt.tasks import TASKS, digits_task, make_dataset, mnist_task, two_moons_task
 from bimt.tasks.dataset import stack_datasets
 from bimt.tasks.metrics import (
     dependency_matrix,
     intervention,
     intervention_effect,
     modularity_metrics,
+    modularity_q,
     output_components,
     prune,
+    task_modularity_q,
+    weight_graph,
     wire_length,
 )
 
@@ -116,3 +120,57 @@ def test_bias_intervention_is_restored_even_when_the_body_fails():
     with pytest.raises(ValueError, match="kind='gain'"):
         with intervention(model, 0, (3,), 5.0, kind="gain"):
             pass
+
+
+def test_modularity_q_of_two_disconnected_cliques_is_one_half():
+    """Two equal cliques and no edge between them: Newman's Q is 1 - 2 (1/2)^2 = 1/2, and no split of
+    a clique does better. Complete graphs (and complete bipartite layers) have no modules: Q = 0."""
+    for clique in (nx.complete_graph(5), nx.complete_bipartite_graph(3, 3)):
+        assert modularity_q(nx.disjoint_union(clique, clique)) == pytest.approx(0.5, abs=1e-12)
+    assert modularity_q(nx.complete_graph(6)) == pytest.approx(0.0, abs=1e-12)
+    assert modularity_q(nx.complete_bipartite_graph(4, 4)) == pytest.approx(0.0, abs=1e-12)
+    assert modularity_q(nx.empty_graph(4)) is None
+
+
+def test_modularity_q_of_a_ring_is_near_its_optimum_and_the_same_every_time():
+    """A ring of 16 nodes cut into c arcs of 16/c has Q = 1 - c/16 - 1/c, at best 1/2 (4 arcs of 4).
+    Louvain (a heuristic) stops at a partition close to it; with its seed fixed, always the same."""
+    ring = nx.cycle_graph(16)
+    four_arcs = [set(range(i, i + 4)) for i in range(0, 16, 4)]
+    assert nx.community.modularity(ring, four_arcs) == pytest.approx(1 - 4 / 16 - 1 / 4)
+    q = modularity_q(ring)
+    assert 0.48 <= q <= 0.5
+    assert {modularity_q(ring) for _ in range(3)} == {q}
+    weighted = nx.cycle_graph(16)
+    nx.set_edge_attributes(weighted, 3.0, "weight")  # |w| scales every edge alike: Q is unchanged
+    assert modularity_q(weighted) == pytest.approx(q)
+
+
+def test_a_run_measures_q_on_its_pruned_weight_graph_and_under_the_tasks_modules():
+    """The two-module network after pruning is two trees, one per output: the task's own partition
+    ({x1, x3, their hidden neurons, y1} and the rest) has Q = 1/2 exactly (no weight crosses, each
+    half holds half the |w|); Louvain may cut the trees further, never below that."""
+    model = two_module_network()
+    task = TASKS["independence"]
+    pruned = prune(model)
+    graph = weight_graph(pruned)
+    assert graph.number_of_edges() == 8
+    assert graph.size(weight="weight") == pytest.approx(6.0)  # four |w| = 1 and four 0.5
+    metrics = modularity_metrics(model, stack_datasets([make_dataset(task, 0)], torch.device("cpu")), task)
+    assert metrics["modularity_q"] == modularity_q(graph)
+    assert metrics["modularity_q"] >= 0.5
+    assert metrics["modularity_q_task"] == pytest.approx(0.5)
+    assert task.modules == (((0, 2), (0,)), ((1, 3), (1,)))
+    crossed = two_module_network()
+    with torch.no_grad():
+        crossed.out_perm[0] = torch.tensor([1, 0])  # the outputs swap places: each tree now ends in the other's output
+    assert task_modularity_q(prune(crossed), task.modules) < 0.1
+
+
+def test_tasks_declare_modules_only_where_their_outputs_split():
+    assert TASKS["independence"].modules is not None
+    assert TASKS["feature_sharing"].modules is None  # every output reads x1
+    assert TASKS["compositionality"].modules is None
+    assert digits_task().modules == tuple(((), (c,)) for c in range(10))
+    assert mnist_task().modules == digits_task().modules
+    assert two_moons_task().modules is None

@@ -92,6 +92,12 @@ def test_tensorboard_has_scalars_images_and_hparams(run_dir):
     assert logged["modularity/pruned_test_mse"][STEPS] == pytest.approx(metrics["pruned_test_mse"], rel=1e-6)
     assert logged["modularity/components"][STEPS] == metrics["components"]
     assert logged["modularity/wire_length/layer2"][STEPS] == pytest.approx(metrics["wire_length"][2], rel=1e-6)
+    assert logged["modularity/modularity_q"][STEPS] == pytest.approx(metrics["modularity_q"], rel=1e-6)
+    assert "modularity_q_task" not in metrics  # feature sharing's outputs all read x1: no modules of its own
+    experiment = plugin_data_pb2.HParamsPluginData.FromString(
+        events.PluginTagToContent("hparams")["_hparams_/experiment"]).experiment
+    shown = {info.name.tag for info in experiment.metric_infos}
+    assert {"final/test_mse", "modularity/modularity_q"} <= shown
 
 
 def test_same_config_and_seed_give_the_same_numbers(run_dir, tmp_path):

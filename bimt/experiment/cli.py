@@ -24,12 +24,13 @@ from hydra.errors import HydraException
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from bimt.experiment.outcome import Outcome
+from bimt.experiment.outcome import EXIT_CODES, Outcome
 from bimt.experiment.rundir import InUse, claim, release
 from bimt.experiment.schema import RENAMED_KEYS, RunConfig
 from bimt.experiment.validate import ConfigError, load_config, validate
 from bimt.tasks import Task
 from bimt.tasks.metrics import format_dependencies
+from bimt.training.status import Status
 
 USAGE_ERROR = 2
 CHECKED_GROUPS = ("task", "model", "schedule", "sweep")
@@ -69,7 +70,12 @@ def _split_top_level(text: str) -> list[str]:
 
 
 class JobFailed(RuntimeError):
-    """One job of a sweep failed; raised (not exited) so that Hydra runs the other jobs."""
+    """One job of a sweep failed; raised (not exited) so that Hydra runs the other jobs. `interrupted`:
+    it was stopped (Ctrl-C), which stops a search too, rather than failing on its own."""
+
+    def __init__(self, message: str, interrupted: bool = False) -> None:
+        super().__init__(message)
+        self.interrupted = interrupted
 
 
 def fail(message: str, run_dir: Path | None = None, code: int = USAGE_ERROR, in_sweep: bool = False) -> NoReturn:
@@ -92,7 +98,7 @@ def end_with(result: Outcome, in_sweep: bool) -> NoReturn:
     """Print a job's outcome that is an error and exit with its code; in a sweep, raise `JobFailed`."""
     print(result.line, file=sys.stderr)
     if in_sweep:
-        raise JobFailed(result.line) from None
+        raise JobFailed(result.line, interrupted=result.exit_code == EXIT_CODES[Status.INTERRUPTED]) from None
     sys.exit(result.exit_code)
 
 
@@ -168,6 +174,20 @@ def check_launcher(argv: Sequence[str]) -> None:
             fail(f"hydra.launcher.{option.group(1)}={option.group(2)} is not allowed; it must be an integer >= 1")
 
 
+SEARCH_SWEEPER = "bimt_optuna"  # hydra_plugins/bimt_launchers/search.py: the Optuna sweeper set up for train.py
+
+
+def search_overrides(argv: Sequence[str]) -> list[str]:
+    """`hydra/sweeper=optuna` as the Optuna sweeper set up for this runner (`SEARCH_SWEEPER`). Fails
+    where the plugin is not installed, naming the extra, and on a search preset without the sweeper."""
+    searches = [arg for arg in argv if arg == "hydra/sweeper=optuna" or arg.lstrip("+").startswith("search=")]
+    if searches and importlib.util.find_spec("hydra_plugins.hydra_optuna_sweeper") is None:
+        fail(f"{searches[0]} needs Hydra's Optuna sweeper plugin, which is not installed: pip install -e \".[search]\"")
+    if searches and "hydra/sweeper=optuna" not in argv:
+        fail(f"{searches[0]} is a search with Optuna's sweeper; add hydra/sweeper=optuna")
+    return [f"hydra/sweeper={SEARCH_SWEEPER}" if arg == "hydra/sweeper=optuna" else arg for arg in argv]
+
+
 RENAMED_OPTIONS = {**{".".join(old): ".".join(new) for old, new in RENAMED_KEYS.items()},
                    "hydra.launcher.max_batch": "hydra.launcher.max_group"}
 
@@ -191,6 +211,7 @@ def check_configs(argv: Sequence[str], conf_dir: Path) -> None:
     every job before any trains), is validated once, by the job itself.
     """
     job_overrides = [arg for arg in argv if "=" in arg and not arg.startswith(("-", "hydra"))]
+    sweeper = [arg for arg in argv if arg.startswith("hydra/sweeper=")]  # a search preset sets its settings
     multirun = bool({"-m", "--multirun"} & set(argv))
     try:
         overrides = OverridesParser.create().parse_overrides(job_overrides)
@@ -199,7 +220,7 @@ def check_configs(argv: Sequence[str], conf_dir: Path) -> None:
                 fail(f"{override.input_line} lists several values; add -m (--multirun) to run one job for each")
         jobs = representative_jobs(overrides)
         with initialize_config_dir(config_dir=str(conf_dir), version_base="1.3"):
-            configs = [compose(config_name="config", overrides=job) for job in jobs]
+            configs = [compose(config_name="config", overrides=[*sweeper, *job]) for job in jobs]
     except HydraException as error:
         fail(" ".join(line.strip() for line in str(error).splitlines() if line.strip()))
     if not multirun or batched_launcher(argv):
@@ -227,6 +248,8 @@ def representative_jobs(overrides: Sequence[Override]) -> list[list[str]]:
 def _override_values(override: Override) -> list[str]:
     """`key=value` for each value an override takes in a sweep (one for a plain override)."""
     key = override.get_key_element()
+    if override.is_interval_sweep():  # a search's range (hydra/sweeper=optuna): its start stands for it
+        return [f"{key}={override.value().start}"]
     if override.is_sweep_override():
         return [f"{key}={value}" for value in override.sweep_string_iterator()]
     return [f"{key}={override.get_value_element_as_str()}"]

@@ -23,16 +23,15 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from omegaconf import OmegaConf
 
-from bimt.experiment.checkpoints import CHECKPOINT, UnreadableCheckpoint, read_checkpoint
+from bimt.experiment.checkpoints import CHECKPOINT, UnreadableCheckpoint
 from bimt.experiment.files import save_figure_atomic
-from bimt.experiment.plan import build_model
 from bimt.experiment.rundir import METRICS
 from bimt.experiment.schema import row_identity, saved_config
-from bimt.experiment.validate import load_config, validate
-from bimt.network.spatial import SpatialModel
+from bimt.experiment.search_report import is_search, write_search_report
+from bimt.experiment.trained import load_trained
 from bimt.pictures import draw_network
+from bimt.tasks.metrics import modularity_q_metrics, prune
 from bimt.training import Status
 
 COLUMNS = [  # (metrics.json key, column title, number format); a report shows those its runs have
@@ -47,6 +46,8 @@ COLUMNS = [  # (metrics.json key, column title, number format); a report shows t
     ("n_active_weights", "active weights", ".1f"),
     ("n_active_embedding_dims", "embedding dims used", ".1f"),
     ("components", "components", ".2f"),
+    ("modularity_q", "modularity Q", ".3f"),
+    ("modularity_q_task", "Q of the task's modules", ".3f"),
     ("expected_structure_found", "structure found", ".2f"),
 ]
 
@@ -71,8 +72,20 @@ def read_run(run_dir: Path, metrics: dict[str, Any]) -> Run:
     """A completed run from its metrics.json, which holds its whole config; KeyError if a key is missing."""
     config = {key: json.dumps(value) if isinstance(value, (list, dict)) else value
               for key, value in row_identity(saved_config(metrics.get("config") or {})).items()}
-    return Run(run_dir, metrics, {**config, "task.name": metrics["task"], "train_type": metrics["train_type"]},
+    return Run(run_dir, with_modularity_q(run_dir, metrics), {**config, "task.name": metrics["task"], "train_type": metrics["train_type"]},
                metrics["seed"])
+
+
+def with_modularity_q(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
+    """The metrics of a run saved before its modularity Q was measured, with the Q computed from its
+    final checkpoint (as the run would have measured it); other runs' metrics as they are."""
+    if "modularity_q" in metrics or not (run_dir / CHECKPOINT).is_file():
+        return metrics
+    try:
+        model, task, _ = load_trained(run_dir)
+    except (OSError, UnreadableCheckpoint, ValueError, KeyError, RuntimeError):
+        return metrics
+    return {**metrics, **modularity_q_metrics(prune(model), task)}
 
 
 def find_runs(root: Path) -> tuple[list[Run], list[str]]:
@@ -151,7 +164,7 @@ def summarise(grouped: dict[tuple, list[Run]]) -> list[dict[str, Any]]:
         row: dict[str, Any] = {"task": task, "train_type": train_type, "swept": " ".join(f"{k}={v}" for k, v in swept),
                                "seeds": len(members)}
         for key, _, _ in COLUMNS:
-            values = np.array([float(run.metrics[key]) for run in members if key in run.metrics])
+            values = np.array([float(run.metrics[key]) for run in members if run.metrics.get(key) is not None])
             row[f"{key}_mean"] = float(values.mean()) if values.size else float("nan")
             row[f"{key}_std"] = float(values.std(ddof=1)) if values.size > 1 else 0.0
         rows.append(row)
@@ -171,7 +184,9 @@ def markdown(rows: list[dict[str, Any]], problems: list[str], missing: list[str]
             "runs whose configs differ in the seed alone (*swept*: the values that set it apart). "
             "*Pruned*: weights with |w| < 0.01 set to zero. *Embedding dims used*: embedding dimensions "
             "with a first-layer weight of at least 0.01. *Components*: connected parts of the pruned "
-            "network that reach an output. *Structure found*: fraction of seeds whose pruned network "
+            "network that reach an output. *Modularity Q*: Newman's modularity of the pruned network's "
+            "graph (edges weighted by |w|) under the communities Louvain finds; *Q of the task's modules*: "
+            "under the task's own partition (docs/modularity.md). *Structure found*: fraction of seeds whose pruned network "
             "has exactly the task's input-to-output dependencies.", "", *lines, ""]
     if problems or missing:
         text += ["## Missing or unreadable", ""]
@@ -186,16 +201,6 @@ def csv_text(rows: list[dict[str, Any]]) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return out.getvalue()
-
-
-def load_trained(run_dir: Path) -> tuple[SpatialModel, Any, Any]:
-    """The final model of a completed run, with its task and config, from its checkpoint."""
-    checkpoint = read_checkpoint(run_dir / CHECKPOINT)
-    config = load_config(OmegaConf.create(saved_config(checkpoint["config"])))
-    task = validate(config)
-    model = build_model(config, task, [0])
-    model.load_state_dict(checkpoint["model"])
-    return model, task, config
 
 
 def networks_figure(grouped: dict[tuple, list[Run]], seed: int | None) -> Figure:
@@ -224,8 +229,8 @@ def networks_figure(grouped: dict[tuple, list[Run]], seed: int | None) -> Figure
 
 
 def write_report(root: Path, seed: int | None = None) -> list[str]:
-    """Write report.md, report.csv and networks.png into `root`; returns the lines about missing or
-    unreadable runs."""
+    """Write report.md, report.csv and networks.png into `root` (for a search, its trials instead of
+    networks.png: `search_report`); returns the lines about missing or unreadable runs."""
     runs, problems = find_runs(root)
     if not runs:
         raise ReportError(f"no completed runs under {root}; {len(problems)} not: {problems[0]}")
@@ -234,6 +239,8 @@ def write_report(root: Path, seed: int | None = None) -> list[str]:
     missing = missing_seeds(grouped)
     (root / "report.md").write_text(markdown(rows, problems, missing))
     (root / "report.csv").write_text(csv_text(rows))
+    if is_search(root):
+        return [line for line in problems if "not completed" not in line]  # the trials' table lists those
     save_figure_atomic(root / "networks.png", networks_figure(grouped, seed))
     return problems + missing
 
@@ -250,7 +257,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for line in missing:
         print(f"missing: {line}", file=sys.stderr)
-    print(f"wrote {args.directory / 'report.md'}, report.csv and networks.png")
+    pictures = write_search_report(args.directory) if is_search(args.directory) else ["networks.png"]
+    print(f"wrote {args.directory / 'report.md'}, {', '.join(['report.csv', *pictures])}")
     return 0
 
 

@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -54,10 +55,15 @@ def release(directory: Path) -> None:
         os.close(descriptor)
 
 
+def read_metrics(run_dir: Path) -> dict[str, Any]:
+    """A run directory's metrics.json; empty when it has none."""
+    path = run_dir / METRICS
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def read_status(run_dir: Path) -> str | None:
     """The `status` of a run directory's metrics.json, or None when it has none."""
-    path = run_dir / METRICS
-    return json.loads(path.read_text()).get("status") if path.is_file() else None
+    return read_metrics(run_dir).get("status")
 
 
 def checkpoint_step(run_dir: Path) -> int:

@@ -151,6 +151,8 @@ class RunConfig:
     threads: int = doc("torch threads; these tiny products run fastest on one")
     engine: str = doc("native: the training loop compiled by numba (CPU, fastest); eager: torch ops, bit for bit "
                       "the notebook's numbers, also on CUDA")
+    objective: Any = doc("what the run returns to a sweeper (hydra/sweeper=optuna): test_loss, test_acc, "
+                         "modularity_q or active_weights, or a list of them for a multi-objective search")
     exact_batches: bool = doc("eager engine, batched groups: each replica's products run with a single run's "
                               "kernels, so a seed gives the same numbers alone and in any group; false: one bmm "
                               "for all replicas, faster, rounded differently")
@@ -191,7 +193,7 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # Which keys make two runs different experiments. The one list for resuming (a run continues only
 # under the config it started with, but these), lockstep groups (jobs that differ only in these
 # train as one batched model) and report rows (runs that differ only in these are one row).
-RUNTIME_KEYS = ("device", "threads", "resume")  # where and how a run runs, not what it computes
+RUNTIME_KEYS = ("device", "threads", "resume", "objective")  # where and how a run runs, not what it computes
 REPLICA_KEYS = ("seed", "task.seed", "train_type")  # what the replicas of one lockstep group vary
 
 
@@ -246,6 +248,7 @@ ADDED_KEYS = {
     ("task", "data_seed"): None,
     ("exact_batches",): True,
     ("model", "architecture"): "mlp",
+    ("objective",): "test_loss",
 }
 
 # Keys renamed since runs were first saved: old path -> new path.

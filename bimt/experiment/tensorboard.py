@@ -31,6 +31,8 @@ from bimt.network.optim import AdamW
 from bimt.pictures import figure_to_array, network_picture
 from bimt.tasks import Task
 
+HPARAMS_MODULARITY = ("modularity_q", "modularity_q_task")  # beside the final metrics in the hparams table
+
 
 class RunLogger:
     """Scalars, network snapshots and checkpoints of every replica, each into its own run directory.
@@ -96,7 +98,7 @@ class RunLogger:
         images: dict[str, np.ndarray],
     ) -> None:
         """Final images and `modularity/` scalars at `step`, and the hparams summary with the final
-        metrics, in the run's own event file. (`SummaryWriter.add_hparams` would open a second file,
+        metrics and the modularity Q, in the run's own event file. (`SummaryWriter.add_hparams` would open a second file,
         which TensorBoard may read before the first when both are named in the same second; the
         first one's purge marker would then drop the final metrics.)"""
         writer = self.writers[replica]
@@ -106,7 +108,8 @@ class RunLogger:
             for tag, value in modularity.items():
                 writer.add_scalar(f"modularity/{tag}", value, step)
             final = {f"final/{key}": value for key, value in metrics.items()}
-            for summary in hparams_summaries(hparams, final):
+            q = {f"modularity/{key}": value for key, value in modularity.items() if key in HPARAMS_MODULARITY}
+            for summary in hparams_summaries(hparams, {**final, **q}):
                 writer.file_writer.add_summary(summary, step)
             for tag, value in final.items():
                 writer.add_scalar(tag, value, step)

@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from bimt.engines import ENGINES, unsupported
+from bimt.experiment.objective import objective_problem
 from bimt.experiment.schema import DEVICES, DTYPES, RunConfig
 from bimt.network import jit
 from bimt.network.geometry import GEOMETRIES, grid_problem
@@ -103,6 +104,8 @@ def validate(config: RunConfig) -> Task:
         require(model.in_fold == 1 and model.out_fold == 1, f"model.in_fold={model.in_fold} and model.out_fold="
                 f"{model.out_fold}: folds exist only on the line geometry; with model.geometry=grid both must be 1")
     check_batch_size(config, task)
+    problem = objective_problem(config.objective, task)
+    require(problem is None, str(problem))
     reason = unsupported(task.tokens > 0, DTYPES[model.dtype], model.mean_cost, task.loss, config.batch_size is not None)
     require(config.engine != "native" or reason is None, f"engine=native cannot run task {task.name}: {reason}; use engine=eager")
     require(config.engine != "native" or jit.available(),

@@ -46,6 +46,8 @@ class Task:
     "transformer" (token sequences). `sampler` draws its minibatches where the notebook draws them
     its own way (default: a fresh shuffle per epoch, `Minibatches`); `init_prelude` makes the draws
     the notebook makes from torch's generator between seeding it and building the model.
+    `class_modules`: each class is one of the task's modules (the digits), for the modularity of
+    the task's own partition (`modules`).
     `final_metrics(model, data)` gives the task's own final metrics, (R,) tensors by name.
     `sample_counts(settings)` gives the training and test samples a config trains on where the task
     reads them from files and a config may leave their number to what the files hold (MNIST, tables).
@@ -68,6 +70,7 @@ class Task:
     sampler: Sampler | None = field(default=None, compare=False)
     init_prelude: Callable[[], object] | None = field(default=None, compare=False)
     sample_counts: Callable[[Any], tuple[int, int]] | None = field(default=None, compare=False)
+    class_modules: bool = False
 
     @property
     def classifies(self) -> bool:
@@ -83,6 +86,39 @@ class Task:
         for o, inputs in enumerate(self.uses):
             matrix[[i - 1 for i in inputs], o] = True
         return matrix
+
+    @property
+    def modules(self) -> tuple[tuple[tuple[int, ...], tuple[int, ...]], ...] | None:
+        """The task's own modules, each (its inputs, its outputs), 0-based; None where it has none.
+
+        Outputs whose declared inputs (`uses`) overlap, directly or through other outputs, are one
+        module: independence has two, {x1, x3} -> out1 and {x2, x4} -> out2; a task whose outputs all
+        share inputs has one, which is no partition, so None. With `class_modules`, each class is a
+        module of its own and no input is assigned to one."""
+        if self.class_modules:
+            return tuple(((), (o,)) for o in range(self.outputs))
+        if self.uses is None:
+            return None
+        module_of = list(range(self.outputs))  # union-find over outputs that share an input
+
+        def root(o: int) -> int:
+            while module_of[o] != o:
+                o = module_of[o]
+            return o
+
+        for i in range(1, self.inputs + 1):
+            users = [o for o, inputs in enumerate(self.uses) if i in inputs]
+            for o in users[1:]:
+                module_of[root(o)] = root(users[0])
+        roots = sorted({root(o) for o in range(self.outputs)})
+        if len(roots) < 2:
+            return None
+        modules = []
+        for r in roots:
+            outputs = tuple(o for o in range(self.outputs) if root(o) == r)
+            inputs = tuple(sorted({i - 1 for o in outputs for i in self.uses[o]}))
+            modules.append((inputs, outputs))
+        return tuple(modules)
 
     @property
     def input_labels(self) -> tuple[str, ...]:

@@ -254,7 +254,7 @@ def mnist_data(path: str | Path, seed: int, n_train: int | None, n_test: int | N
 def image_task(name: str, side: int, data: Any, sample_counts: Any = None) -> Task:
     """A digit classifier on side x side pixels: one input per pixel, one output per digit."""
     return Task(name, side * side, 10, DIGIT_LABELS, data=data, figures=("input_weights",), loss="one_hot_mse",
-                sample_counts=sample_counts)
+                sample_counts=sample_counts, class_modules=True)
 
 
 def digits_task() -> Task:

@@ -3,7 +3,9 @@
 The paper shows pictures; these functions put numbers on them. A network is pruned (weights below
 a threshold set to zero), read as a graph whose edges are the surviving weights, and asked which
 inputs still have a path to which outputs. For independence that dependency matrix should show two
-separate modules, {x1, x3} -> out1 and {x2, x4} -> out2.
+separate modules, {x1, x3} -> out1 and {x2, x4} -> out2. Newman's modularity Q of the same graph,
+edges weighted by |w|, scores how modular it is in one number (the journal version of the paper
+compares train types by it): for the partition that Louvain finds, and for the task's own modules.
 """
 
 from __future__ import annotations
@@ -39,18 +41,89 @@ def prune(model: SpatialModel, threshold: float = 1e-2) -> SpatialModel:
 
 def network_graph(model: SpatialModel, replica: int = 0) -> nx.DiGraph:
     """The network as a directed graph: nodes (space, position) (for an MLP, (layer, position)), an
-    edge for every non-zero weight; the folds of a position are one neuron."""
+    edge for every non-zero weight, with `weight` |w|; the folds of a position are one neuron (their
+    |w| add up)."""
     network = model.network
     graph = nx.DiGraph()
     for index, space in enumerate(network.spaces):
         graph.add_nodes_from((index, p) for p in range(space.size))
     for m, weight in zip(network.maps, model.weights):
-        w = weight[replica].detach().cpu().abs()
+        w = weight[replica].detach().cpu().abs().double()
         w = w.reshape(m.out_fold, -1, w.shape[1]).sum(dim=0)
         w = w.reshape(w.shape[0], m.in_fold, -1).sum(dim=1)
         rows, cols = torch.nonzero(w).T.tolist() if w.any() else ([], [])
-        graph.add_edges_from(((m.reads, c), (m.writes, r)) for r, c in zip(rows, cols))
+        values = w[rows, cols].tolist()
+        graph.add_weighted_edges_from(((m.reads, c), (m.writes, r), v) for r, c, v in zip(rows, cols, values))
     return graph
+
+
+def weight_graph(model: SpatialModel, replica: int = 0) -> nx.Graph:
+    """The network as an undirected graph weighted by |w|, what Newman's modularity reads: the edges
+    of `network_graph`, where two maps join the same two neurons (a transformer block reads the
+    residual stream and writes it back) one edge with their |w| added."""
+    graph = nx.Graph()
+    directed = network_graph(model, replica)
+    graph.add_nodes_from(directed)
+    for u, v, w in directed.edges(data="weight"):
+        graph.add_edge(u, v, weight=w + (graph[u][v]["weight"] if graph.has_edge(u, v) else 0.0))
+    return graph
+
+
+def modularity_q(graph: nx.Graph, seed: int = 0) -> float | None:
+    """Newman's modularity Q of the weighted graph's best partition that Louvain finds (seeded, so a
+    network always gets the same Q); None for a graph without edges, where Q is undefined."""
+    if graph.number_of_edges() == 0:
+        return None
+    communities = nx.community.louvain_communities(graph, weight="weight", seed=seed)
+    return float(nx.community.modularity(graph, communities, weight="weight"))
+
+
+def task_partition(model: SpatialModel, modules: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...],
+                   replica: int = 0) -> list[set] | None:
+    """The neurons grouped by the task's own modules (`Task.modules`), for the Q of that partition.
+
+    Output neurons go to their output's module and input neurons to the module that declares their
+    input. Every other neuron goes to the module it drives most: the sum over its paths to that
+    module's outputs of the product of |w| along them. A neuron with no path to an output is a group
+    of its own. None where the graph has cycles (a transformer's residual stream), where "downstream"
+    means nothing."""
+    graph = network_graph(model, replica)
+    if not nx.is_directed_acyclic_graph(graph):
+        return None
+    source, sink = _space_of(model, "in_perm"), _space_of(model, "out_perm")
+    module_of_input = {i: k for k, (inputs, _) in enumerate(modules) for i in inputs}
+    module_of_output = {o: k for k, (_, outputs) in enumerate(modules) for o in outputs}
+    fixed = {(sink, p): module_of_output[feature] for p, feature in enumerate(model.out_perm[replica].tolist())}
+    fixed.update({(source, p): module_of_input[feature] for p, feature in enumerate(model.in_perm[replica].tolist())
+                  if feature in module_of_input})
+    drive: dict[Any, np.ndarray] = {}
+    for node in reversed(list(nx.topological_sort(graph))):
+        if node[0] == sink:
+            drive[node] = np.eye(len(modules))[fixed[node]]
+        else:
+            drive[node] = sum((w * drive[child] for _, child, w in graph.out_edges(node, data="weight")),
+                              np.zeros(len(modules)))
+    groups: list[set] = [set() for _ in modules]
+    alone = []
+    for node, strength in drive.items():
+        if node in fixed:
+            groups[fixed[node]].add(node)
+        elif strength.max() > 0:
+            groups[int(strength.argmax())].add(node)
+        else:
+            alone.append({node})
+    return [group for group in groups if group] + alone
+
+
+def task_modularity_q(model: SpatialModel, modules: tuple[tuple[tuple[int, ...], tuple[int, ...]], ...],
+                      replica: int = 0) -> float | None:
+    """Newman's Q of the pruned network's weight graph under the task's own partition; None where
+    the graph has no edges or no direction (see `task_partition`)."""
+    partition = task_partition(model, modules, replica)
+    graph = weight_graph(model, replica)
+    if partition is None or graph.number_of_edges() == 0:
+        return None
+    return float(nx.community.modularity(graph, partition, weight="weight"))
 
 
 def _space_of(model: SpatialModel, permutation: str) -> int:
@@ -108,6 +181,15 @@ def active_embedding_dims(model: BioMLP, threshold: float = 1e-2, replica: int =
     return sorted(features[position] for position in torch.nonzero(outgoing >= threshold).flatten().tolist())
 
 
+def modularity_q_metrics(pruned: SpatialModel, task: Task) -> dict[str, float | None]:
+    """`modularity_q`, Newman's Q of the pruned network's weight graph under the partition Louvain
+    finds, and, for a task with its own modules, `modularity_q_task` under that partition."""
+    metrics = {"modularity_q": modularity_q(weight_graph(pruned))}
+    if task.modules is not None:
+        metrics["modularity_q_task"] = task_modularity_q(pruned, task.modules)
+    return metrics
+
+
 @torch.no_grad()
 def modularity_metrics(model: SpatialModel, data: Dataset, task: Task, threshold: float = 1e-2) -> dict[str, Any]:
     """Everything above for replica 0 of a trained model, as plain values for metrics.json: for a
@@ -120,6 +202,7 @@ def modularity_metrics(model: SpatialModel, data: Dataset, task: Task, threshold
         **{key: value[0].item() for key, value in final_losses(pruned, data, LOSSES[task.loss], "pruned_").items()},
     }
     metrics["components"] = output_components(pruned)
+    metrics.update(modularity_q_metrics(pruned, task))
     if model.embedding is not None:
         dims = active_embedding_dims(model, threshold)
         metrics.update({"active_embedding_dims": dims, "n_active_embedding_dims": len(dims)})

@@ -38,9 +38,10 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
 from bimt.experiment.cli import JobFailed, fail
+from bimt.experiment.objective import objective_value
 from bimt.experiment.outcome import outcome
 from bimt.experiment.run import run_group
-from bimt.experiment.rundir import checkpoint_step, config_for_run_dir, read_status
+from bimt.experiment.rundir import checkpoint_step, config_for_run_dir, read_metrics, read_status
 from bimt.experiment.schema import RunConfig, group_identity
 from bimt.experiment.validate import ConfigError, load_config, validate
 from bimt.tasks import Task
@@ -122,7 +123,7 @@ def _prepare(cfg: DictConfig) -> tuple[RunConfig, Task, Path] | dict:
     except ConfigError as error:
         fail(str(error), run_dir, in_sweep=True)
     if read_status(run_dir) == Status.COMPLETED:
-        return {"status": Status.COMPLETED.value}
+        return objective_value(read_metrics(run_dir), config.objective)
     return config, task, run_dir
 
 
@@ -190,8 +191,8 @@ class BatchedLauncher(Launcher):
         process gets a share."""
         by_key: dict[tuple[str, int], list[JobReturn]] = defaultdict(list)
         for job in returns:
-            if job.status != JobStatus.COMPLETED or isinstance(job._return_value, dict):
-                continue
+            if job.status != JobStatus.COMPLETED or not isinstance(job._return_value, tuple):
+                continue  # failed, or completed before
             config, _, run_dir = job._return_value
             shared = json.dumps(group_identity(asdict(config)), sort_keys=True)
             by_key[shared, checkpoint_step(run_dir)].append(job)
@@ -202,15 +203,18 @@ class BatchedLauncher(Launcher):
         return groups
 
     def _report(self, group: list[JobReturn], results: list[dict]) -> None:
-        """Each job's outcome into its JobReturn, and one line for it on the terminal. A job that did
-        not complete fails the sweep (a non-zero exit), an interrupted one too."""
+        """Each job's outcome into its JobReturn (its objective, as the basic launcher's task function
+        returns it), and one line for it on the terminal. A job that did not complete fails the sweep
+        (a non-zero exit), an interrupted one too."""
         for job, metrics in zip(group, results):
-            result = outcome(metrics, job._return_value[2], in_sweep=True)
+            config, _, run_dir = job._return_value
+            result = outcome(metrics, run_dir, in_sweep=True)
             if result.is_error:
                 print(result.line, file=sys.stderr)
-                job.status, job._return_value = JobStatus.FAILED, JobFailed(result.line)
+                job.status, job._return_value = JobStatus.FAILED, JobFailed(
+                    result.line, interrupted=metrics["status"] == Status.INTERRUPTED)
                 continue
-            job.return_value = metrics
+            job.return_value = objective_value(metrics, config.objective)
             print(result.line)
 
 

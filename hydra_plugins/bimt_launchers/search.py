@@ -1,0 +1,153 @@
+"""`hydra/sweeper=optuna`: Hydra's Optuna sweeper plugin (`pip install -e ".[search]"`), set up for train.py.
+
+`train.py` reads `hydra/sweeper=optuna` as `hydra/sweeper=bimt_optuna`, which this module stores: the
+plugin's settings, with this class as the sweeper and the defaults below (one trial at a time, no
+failure rate that stops the study). (Storing it under the plugin's own name would race the plugin's
+entry: Hydra's plugin scan runs both modules, in no order it promises.) It hands them to the
+plugin's own sweeper, which asks Optuna for each batch of `n_jobs` trials, launches them
+through the launcher the command chose and tells Optuna what they returned (their `objective`), and
+adds what a search of this runner needs:
+- the directions follow `objective` (minimize test_loss and active_weights, maximize test_acc and
+  modularity_q), so a search is never told twice what it optimises;
+- a trial that fails or diverges never stops the study. With one objective it returns the worst value
+  (inf, or -inf for a maximised one), which every sampler ranks below the trials that completed; with
+  several, where TPE cannot rank infinities, it is a failed trial (Optuna's FAIL state), which the
+  samplers leave out. An interrupted trial (Ctrl-C) stops the search: run the same command again to
+  continue it, as the study lives in the sweep directory's sqlite file;
+- a search space with an empty range is one line and exit code 2, before anything trains.
+
+Optuna itself is imported only when a search starts; where the extra is not installed, nothing is
+stored and `train.py` says which extra to install.
+"""
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ChoiceSweep, IntervalSweep, Override, RangeSweep
+from hydra.core.utils import JobReturn, JobStatus
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from bimt.experiment.cli import SEARCH_SWEEPER, JobFailed, fail
+from bimt.experiment.objective import directions, worst_value
+from bimt.experiment.validate import ConfigError, load_config, validate
+
+try:
+    from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
+except ImportError:  # the extra is not installed
+    OptunaSweeperConf = None
+
+if OptunaSweeperConf is not None:
+
+    @dataclass
+    class SearchConf(OptunaSweeperConf):
+        _target_: str = "hydra_plugins.bimt_launchers.search.OptunaSweeper"
+        direction: Any = None  # set by `objective`
+        n_jobs: int = 1  # trials asked for at once, handed to the launcher together
+        max_failure_rate: float = 1.0  # failed trials never stop the study (they are counted, see above)
+        storage: Optional[Any] = None  # e.g. sqlite:///outputs/search/study.db, to continue a study later
+
+    ConfigStore.instance().store(group="hydra/sweeper", name=SEARCH_SWEEPER, node=SearchConf, provider="bimt")
+
+
+class OptunaSweeper(Sweeper):
+    def __init__(self, direction: Any = None, **settings: Any) -> None:
+        from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
+
+        self.direction = direction
+        self.sweeper = OptunaSweeperImpl(direction=None, **settings)
+        self.params = settings.get("params")
+        self.failed = 0
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.sweep_dir = Path(str(config.hydra.sweep.dir))
+        try:
+            run = load_config(config)
+            validate(run)  # the objective's too: one the task lacks fails here, not in every trial
+        except ConfigError as error:
+            fail(str(error), self.sweep_dir)
+        self.objective, self.directions = run.objective, directions(run.objective)
+        given = self.direction if self.direction is None or isinstance(self.direction, str) else list(self.direction)
+        if given is not None and [given] != self.directions and given != self.directions:
+            fail(f"hydra.sweeper.direction={given} disagrees with objective={self.objective}, which is "
+                 f"{self.directions}; leave the direction out: the objective sets it", self.sweep_dir)
+        self.sweeper.direction = self.directions
+        self.sampler_config = config.hydra.sweeper.sampler
+        self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        self.launcher = self.sweeper.launcher
+        launch = self.launcher.launch
+        self.launcher.launch = lambda overrides, initial_job_idx: self._counted(launch(overrides, initial_job_idx))
+
+    def sweep(self, arguments: list[str]) -> None:
+        params = [f"{key}={value}" for key, value in (self.params or {}).items()]
+        for problem in (_range_problem(override) for override in _parse([*params, *arguments], self.sweep_dir)):
+            if problem:
+                fail(problem, self.sweep_dir)
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the study's sqlite file lives there
+        self._reseed_for_continuing()
+        self.sweeper.sweep(arguments)
+        if self.failed:
+            how = "as the worst value" if len(self.directions) == 1 else "as failed trials"
+            print(f"{self.failed} trial(s) failed or diverged (see above), counted {how}; the study went on",
+                  file=sys.stderr)
+
+    def _reseed_for_continuing(self) -> None:
+        """A study continued from its storage gets a sampler seeded with `seed` + the trials it holds:
+        seeded as at first, it would ask for the first trials again (same values, same directories).
+        A fresh study keeps the seed as given, so that the same command repeats a search exactly."""
+        seed = self.sampler_config.get("seed")
+        if self.sweeper.storage is None or seed is None:
+            return
+        import optuna
+
+        try:
+            done = len(optuna.load_study(study_name=self.sweeper.study_name, storage=self.sweeper.storage).trials)
+        except KeyError:  # no such study yet
+            return
+        if done:
+            print(f"continuing study {self.sweeper.study_name}: {done} trials so far", file=sys.stderr)
+            self.sweeper.sampler = instantiate(self.sampler_config, seed=seed + done)
+
+    def _counted(self, returns: Sequence[JobReturn]) -> Sequence[JobReturn]:
+        """Failed trials turned into what the study records (see the module's docstring)."""
+        for job in returns:
+            if job.status != JobStatus.FAILED or not isinstance(job._return_value, JobFailed):
+                continue
+            if job._return_value.interrupted:
+                print("interrupted: run the same command again (same hydra.sweep.dir) to continue the search",
+                      file=sys.stderr)
+                raise SystemExit(130)
+            self.failed += 1
+            if len(self.directions) == 1:
+                job.status, job.return_value = JobStatus.COMPLETED, worst_value(self.objective)
+        return returns
+
+
+def _parse(arguments: list[str], sweep_dir: Path) -> list[Override]:
+    try:
+        return OverridesParser.create().parse_overrides(arguments)
+    except HydraException as error:
+        fail(" ".join(line.strip() for line in str(error).splitlines() if line.strip()), sweep_dir)
+
+
+def _range_problem(override: Override) -> str | None:
+    """Why a search-space entry can give no value, in one line; None if it can."""
+    value, line = override.value(), override.input_line
+    if isinstance(value, IntervalSweep):
+        if not value.start < value.end:
+            return f"{line} is an empty range; an interval needs its start below its end"
+        if "log" in value.tags and value.start <= 0:
+            return f"{line} is not allowed: a log interval needs a start above 0"
+    elif isinstance(value, RangeSweep) and not list(override.sweep_string_iterator()):
+        return f"{line} is an empty range; it holds no value"
+    elif isinstance(value, ChoiceSweep) and not value.list:
+        return f"{line} is an empty choice; give at least one value"
+    return None
