@@ -13,7 +13,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from bimt.experiment.cli import quote_formulas, representative_jobs
+from bimt.experiment.cli import quote_formulas, representative_jobs, search_overrides
 from bimt.experiment.plan import check_memory
 from bimt.experiment.validate import ConfigError, load_config, validate
 
@@ -59,9 +59,12 @@ def test_every_python_block_runs(name, code, monkeypatch):
 
 
 def jobs(argv: list[str]) -> list[list[str]]:
-    """The job overrides of a command, each swept value once (as train.py checks a sweep)."""
-    return representative_jobs(OverridesParser.create().parse_overrides(
-        [arg for arg in quote_formulas(argv) if "=" in arg and not arg.startswith(("-", "hydra"))]))
+    """The job overrides of a command, each swept value once (as train.py checks a sweep), with its
+    choice of sweeper, whose settings a search preset sets."""
+    argv = search_overrides(quote_formulas(argv))
+    sweeper = [arg for arg in argv if arg.startswith("hydra/sweeper=")]
+    return [[*sweeper, *job] for job in representative_jobs(OverridesParser.create().parse_overrides(
+        [arg for arg in argv if "=" in arg and not arg.startswith(("-", "hydra"))]))]
 
 
 COMMANDS = [(name, argv) for name, argv, error in train_commands() if error is None]

@@ -15,6 +15,7 @@ from omegaconf import OmegaConf
 from bimt.experiment.objective import objective_value
 from bimt.experiment.trained import load_trained
 from bimt.tasks.metrics import modularity_q_metrics, prune
+
 from conftest import REPO, train_cli
 
 SHORT = ["steps=300", "snapshot_every=0", "log_every=100"]

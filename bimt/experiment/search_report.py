@@ -19,10 +19,12 @@ from matplotlib.figure import Figure
 from omegaconf import OmegaConf
 
 from bimt.experiment.files import save_figure_atomic
+from bimt.experiment.fit import compose_run_config
 from bimt.experiment.objective import OBJECTIVES, objective_names, objective_value
 from bimt.experiment.rundir import METRICS
 from bimt.experiment.schema import flatten, saved_config
 from bimt.experiment.trained import load_trained
+from bimt.experiment.validate import ConfigError
 from bimt.pictures import draw_network
 from bimt.training import Status
 
@@ -107,10 +109,19 @@ def markdown(trials: list[Trial], names: tuple[str, ...], keys: list[str], best:
                       *lines, "", f"## {what}", "", *chosen, ""])
 
 
-def objectives_figure(trials: list[Trial], names: tuple[str, ...], best: list[Trial]) -> Figure:
-    """Each objective against lambda (log scale), trials coloured by their order, the best ringed;
-    a trial that failed or diverged is a red cross on the panel's lower edge."""
-    figure = Figure(figsize=(4.5 * len(names), 3.6), dpi=100)
+def own_lambda(task: str) -> float | None:
+    """The lambda the task's own config trains with (the paper's, for a paper task); None for a task
+    whose config cannot be composed by its name alone (formulas or a file of one's own)."""
+    try:
+        return compose_run_config([f"task={task}"]).schedule.lambda0
+    except ConfigError:
+        return None
+
+
+def objectives_figure(trials: list[Trial], names: tuple[str, ...], best: list[Trial], own: float | None) -> Figure:
+    """Each objective against lambda (log scale), trials coloured by their order, the best ringed, the
+    task's own lambda dashed; a trial that failed or diverged is a red cross on the panel's lower edge."""
+    figure = Figure(figsize=(4.8 * len(names), 3.6), dpi=100, layout="constrained")
     axes = np.atleast_1d(figure.subplots(1, len(names), squeeze=False)[0])
     done = [trial for trial in trials if trial.values is not None]
     failed = [trial for trial in trials if trial.values is None]
@@ -123,6 +134,8 @@ def objectives_figure(trials: list[Trial], names: tuple[str, ...], best: list[Tr
         if failed:
             ax.scatter([t.settings[LAMBDA] for t in failed], [min(y, default=0.0)] * len(failed), marker="x",
                        color="red", zorder=3, label="failed or diverged")
+        if own is not None:
+            ax.axvline(own, linestyle="--", color="0.4", label=f"the task's own ({own:g})")
         ax.set_xscale("log")
         if name == "test_loss" and y and min(y) > 0:
             ax.set_yscale("log")
@@ -172,7 +185,8 @@ def write_search_report(root: Path) -> list[str]:
     (root / "search.md").write_text(markdown(trials, names, keys, best))
     written = ["search.md"]
     if LAMBDA in keys:
-        save_figure_atomic(root / "search.png", objectives_figure(trials, names, best))
+        own = own_lambda(trials[0].settings["task.name"])
+        save_figure_atomic(root / "search.png", objectives_figure(trials, names, best, own))
         written.append("search.png")
     if len(names) == 2:
         save_figure_atomic(root / "pareto.png", pareto_figure(trials, names, best))
