@@ -39,3 +39,18 @@ def test_a_failing_job_is_reported_and_the_others_complete(tmp_path, launcher, o
     if launcher in ("basic", "batched"):  # the others report in their workers' logs
         assert result.stderr.count("model.in_fold=2 does not fit task feature_sharing") >= 2
         assert result.stderr.count("training diverged at step 100") >= 3
+
+
+@pytest.mark.parametrize("task", ["two_moons", "digits"])
+def test_worker_processes_train_every_task_as_one_process_does(tmp_path, task):
+    """The batched launcher's workers build each group's task themselves (a task holds functions that
+    do not pickle): two processes give every job the numbers of one."""
+    metrics = {}
+    for n_jobs in (1, 2):
+        sweep = tmp_path / f"n_jobs{n_jobs}"
+        result = train_cli("-m", "hydra/launcher=batched", f"hydra.launcher.n_jobs={n_jobs}", f"task={task}",
+                           "seed=0,1", "steps=60", "snapshot_every=0", "log_every=30", f"hydra.sweep.dir={sweep}")
+        assert result.returncode == 0, result.stderr
+        metrics[n_jobs] = [{k: v for k, v in json.loads((d / "metrics.json").read_text()).items() if k != "wall_s"}
+                           for d in job_dirs(sweep)]
+    assert len(metrics[1]) == 2 and metrics[1] == metrics[2]

@@ -44,7 +44,6 @@ from bimt.experiment.run import run_group
 from bimt.experiment.rundir import checkpoint_step, config_for_run_dir, read_metrics, read_status
 from bimt.experiment.schema import RunConfig, group_identity
 from bimt.experiment.validate import ConfigError, load_config, validate
-from bimt.tasks import Task
 from bimt.training import Status
 
 log = logging.getLogger(__name__)
@@ -113,18 +112,19 @@ class Sweeper(BasicSweeper):
         return returns
 
 
-def _prepare(cfg: DictConfig) -> tuple[RunConfig, Task, Path] | dict:
-    """A job's task function: its config, validated once, its task and its run directory (training
-    comes later, in groups)."""
+def _prepare(cfg: DictConfig) -> tuple[RunConfig, Path] | float | list[float]:
+    """A job's task function: its config, validated, and its run directory (training comes later, in
+    groups), or the objective of a run that completed before. (Not the task: a task may hold local
+    functions, which do not pickle to the worker processes; a group's worker builds it again.)"""
     run_dir = Path(HydraConfig.get().runtime.output_dir)
     try:
         config = config_for_run_dir(load_config(cfg), run_dir)
-        task = validate(config)
+        validate(config)
     except ConfigError as error:
         fail(str(error), run_dir, in_sweep=True)
     if read_status(run_dir) == Status.COMPLETED:
         return objective_value(read_metrics(run_dir), config.objective)
-    return config, task, run_dir
+    return config, run_dir
 
 
 class BatchedLauncher(Launcher):
@@ -171,17 +171,18 @@ class BatchedLauncher(Launcher):
                           "hydra.sweep.dir) to continue the sweep", file=sys.stderr)
                     break
             return returns
-        pool, self.pool = self.pool or self._start_pool(), None  # a later launch (sweeper batch) starts anew
-        with pool:
-            # Preparing a job (composing its config, writing .hydra/) takes a tenth of a second:
-            # the workers share it, in chunks small enough to keep them all busy.
-            size = -(-len(jobs) // (4 * self.n_jobs))
-            chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-            returns = [job for prepared in pool.map(_prepare_jobs, [self.hydra_context] * len(chunks),
-                                                    [self.config] * len(chunks), chunks) for job in prepared]
-            futures = {pool.submit(_train_group, *_configs_and_dirs(group)): group for group in self._groups(returns)}
-            for future in as_completed(futures):
-                self._report(futures[future], future.result())
+        # One pool for every launch of the sweep (a search hands over each batch of trials as a launch of
+        # its own): starting workers costs seconds each time; they end with the process.
+        self.pool = pool = self.pool or self._start_pool()
+        # Preparing a job (composing its config, writing .hydra/) takes a tenth of a second:
+        # the workers share it, in chunks small enough to keep them all busy.
+        size = -(-len(jobs) // (4 * self.n_jobs))
+        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        returns = [job for prepared in pool.map(_prepare_jobs, [self.hydra_context] * len(chunks),
+                                                [self.config] * len(chunks), chunks) for job in prepared]
+        futures = {pool.submit(_train_group, *_configs_and_dirs(group)): group for group in self._groups(returns)}
+        for future in as_completed(futures):
+            self._report(futures[future], future.result())
         return returns
 
     def _groups(self, returns: list[JobReturn]) -> list[list[JobReturn]]:
@@ -193,7 +194,7 @@ class BatchedLauncher(Launcher):
         for job in returns:
             if job.status != JobStatus.COMPLETED or not isinstance(job._return_value, tuple):
                 continue  # failed, or completed before
-            config, _, run_dir = job._return_value
+            config, run_dir = job._return_value
             shared = json.dumps(group_identity(asdict(config)), sort_keys=True)
             by_key[shared, checkpoint_step(run_dir)].append(job)
         groups = []
@@ -207,7 +208,7 @@ class BatchedLauncher(Launcher):
         returns it), and one line for it on the terminal. A job that did not complete fails the sweep
         (a non-zero exit), an interrupted one too."""
         for job, metrics in zip(group, results):
-            config, _, run_dir = job._return_value
+            config, run_dir = job._return_value
             result = outcome(metrics, run_dir, in_sweep=True)
             if result.is_error:
                 print(result.line, file=sys.stderr)
@@ -240,17 +241,17 @@ def _prepare_jobs(hydra_context: HydraContext, config: DictConfig, jobs: list[tu
     return returns
 
 
-def _configs_and_dirs(group: list[JobReturn]) -> tuple[list[RunConfig], list[Path], Task]:
-    configs, tasks, run_dirs = zip(*(job._return_value for job in group))
-    return list(configs), list(run_dirs), tasks[0]
+def _configs_and_dirs(group: list[JobReturn]) -> tuple[list[RunConfig], list[Path]]:
+    configs, run_dirs = zip(*(job._return_value for job in group))
+    return list(configs), list(run_dirs)
 
 
-def _train_group(configs: list[RunConfig], run_dirs: list[Path], task: Task) -> list[dict]:
+def _train_group(configs: list[RunConfig], run_dirs: list[Path]) -> list[dict]:
     """`run_group`, with what the machine or the data refuse, or an unexpected error, turned into
     every job's failure (so that no other group is lost)."""
     log.info(f"Training {len(configs)} job(s) as one batched model")
     try:
-        return run_group(configs, run_dirs, task)
+        return run_group(configs, run_dirs, validate(configs[0]))
     except ConfigError as error:
         return [{"status": Status.INVALID.value, "error": str(error)}] * len(configs)
     except Exception as error:  # noqa: BLE001 - one group's failure must not lose the others

@@ -16,15 +16,14 @@ adds what a search of this runner needs:
   continue it, as the study lives in the sweep directory's sqlite file;
 - a search space with an empty range is one line and exit code 2, before anything trains.
 
-Optuna itself is imported only when a search starts; where the extra is not installed, nothing is
-stored and `train.py` says which extra to install.
+The plugin (and Optuna) are imported only when a search starts; where the extra is not installed,
+`train.py` says which extra to install before Hydra composes anything.
 """
 
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -40,25 +39,28 @@ from bimt.experiment.cli import SEARCH_SWEEPER, JobFailed, fail
 from bimt.experiment.objective import directions, worst_value
 from bimt.experiment.validate import ConfigError, load_config, validate
 
-try:
-    from hydra_plugins.hydra_optuna_sweeper.config import OptunaSweeperConf
-except ImportError:  # the extra is not installed
-    OptunaSweeperConf = None
-
-if OptunaSweeperConf is not None:
-
-    @dataclass
-    class SearchConf(OptunaSweeperConf):
-        _target_: str = "hydra_plugins.bimt_launchers.search.OptunaSweeper"
-        direction: Any = None  # set by `objective`
-        n_jobs: int = 1  # trials asked for at once, handed to the launcher together
-        max_failure_rate: float = 1.0  # failed trials never stop the study (they are counted, see above)
-        storage: Optional[Any] = None  # e.g. sqlite:///outputs/search/study.db, to continue a study later
-
-    ConfigStore.instance().store(group="hydra/sweeper", name=SEARCH_SWEEPER, node=SearchConf, provider="bimt")
+# The plugin's settings (its OptunaSweeperConf) with this class as the sweeper and this runner's
+# defaults. A plain node, not a subclass of the plugin's dataclass: Hydra's plugin scan runs the plugin's
+# modules again, and a class kept from an earlier import would no longer pickle for the batched
+# launcher's worker processes.
+ConfigStore.instance().store(group="hydra/sweeper", name=SEARCH_SWEEPER, provider="bimt", node={
+    "defaults": [{"sampler": "tpe"}],
+    "_target_": "hydra_plugins.bimt_launchers.search.OptunaSweeper",
+    "direction": None,  # set by `objective`
+    "storage": None,  # e.g. sqlite:///outputs/search/study.db, to continue a study later
+    "study_name": None,
+    "n_trials": 20,
+    "n_jobs": 1,  # trials asked for at once, handed to the launcher together
+    "max_failure_rate": 1.0,  # failed trials never stop the study (they are counted, see above)
+    "search_space": None,
+    "custom_search_space": None,
+    "params": None,
+})
 
 
 class OptunaSweeper(Sweeper):
+    """The plugin's sweeper, with the directions, failures and checks of the module's docstring."""
+
     def __init__(self, direction: Any = None, **settings: Any) -> None:
         from hydra_plugins.hydra_optuna_sweeper._impl import OptunaSweeperImpl
 
