@@ -130,6 +130,7 @@ def test_runs_saved_before_later_config_keys_still_load_resume_and_report(tmp_pa
     torch.save(checkpoint, run_dir / "checkpoint.pt")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     metrics["config"] = without_added_keys(metrics["config"])
+    q_old = metrics.pop("modularity_q"), metrics.pop("modularity_q_task")  # measured since
     (run_dir / "metrics.json").write_text(json.dumps(metrics))
 
     old_model, _, config = load_trained(run_dir)
@@ -143,3 +144,6 @@ def test_runs_saved_before_later_config_keys_still_load_resume_and_report(tmp_pa
     assert write_report(tmp_path / "old") == []
     rows = list(csv.DictReader((tmp_path / "old" / "report.csv").open()))
     assert len(rows) == 1 and rows[0]["seeds"] == "2", "the old run and the new one are the same experiment"
+    q_new = json.loads((tmp_path / "old" / "new" / "metrics.json").read_text())
+    for key, old_q in zip(("modularity_q", "modularity_q_task"), q_old):  # the old run's, from its checkpoint
+        assert float(rows[0][f"{key}_mean"]) == pytest.approx((old_q + q_new[key]) / 2, abs=1e-9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import sys
 
@@ -81,6 +82,21 @@ def test_the_same_command_repeats_the_search_and_continues_its_study(single, tmp
     continued = study(again).trials
     assert len(continued) == 6 and len(trials(again)) == 6
     assert [t.params for t in continued[:4]] == [t.params for t in study(single).trials]
+
+
+def test_a_trial_left_running_by_ctrl_c_runs_again_first_when_the_search_continues(single, tmp_path):
+    """After Ctrl-C the study holds the interrupted trial as running (never told): continuing marks it
+    failed and asks for its values again, so that its run directory continues from its checkpoint."""
+    shutil.copytree(single, tmp_path / "stopped")
+    stopped = tmp_path / "stopped"
+    recorded = study(stopped)
+    left = recorded.ask({"schedule.lambda0": optuna.distributions.LogUniformDistribution(1e-5, 1e-1)})
+    result = search(stopped, "task=independence", "hydra.sweeper.n_trials=1")
+    assert result.returncode == 0, result.stderr
+    assert "continuing study lambda_independence: 5 trials so far; 1 interrupted trial(s) run again first" in result.stderr
+    trials_now = study(stopped).trials
+    assert [t.state.name for t in trials_now] == ["COMPLETE"] * 4 + ["FAIL", "COMPLETE"]
+    assert trials_now[5].params["schedule.lambda0"] == left.params["schedule.lambda0"]
 
 
 def test_the_report_draws_the_trials_of_a_search(single):

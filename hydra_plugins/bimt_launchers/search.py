@@ -21,6 +21,7 @@ The plugin (and Optuna) are imported only when a search starts; where the extra 
 """
 
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -94,28 +95,38 @@ class OptunaSweeper(Sweeper):
             if problem:
                 fail(problem, self.sweep_dir)
         self.sweep_dir.mkdir(parents=True, exist_ok=True)  # the study's sqlite file lives there
-        self._reseed_for_continuing()
+        self._continue_study()
         self.sweeper.sweep(arguments)
         if self.failed:
             how = "as the worst value" if len(self.directions) == 1 else "as failed trials"
             print(f"{self.failed} trial(s) failed or diverged (see above), counted {how}; the study went on",
                   file=sys.stderr)
 
-    def _reseed_for_continuing(self) -> None:
-        """A study continued from its storage gets a sampler seeded with `seed` + the trials it holds:
-        seeded as at first, it would ask for the first trials again (same values, same directories).
-        A fresh study keeps the seed as given, so that the same command repeats a search exactly."""
-        seed = self.sampler_config.get("seed")
-        if self.sweeper.storage is None or seed is None:
+    def _continue_study(self) -> None:
+        """Continuing a study from its storage: the trials a Ctrl-C left running are marked failed and
+        asked for again first, so that they continue from their checkpoints; and the sampler is
+        seeded with `seed` + the trials the study holds, since seeded as at first it would ask for
+        the first trials again (same values, same directories). A fresh study keeps the seed as
+        given, so that the same command repeats a search exactly."""
+        if self.sweeper.storage is None:
             return
         import optuna
 
         try:
-            done = len(optuna.load_study(study_name=self.sweeper.study_name, storage=self.sweeper.storage).trials)
+            study = optuna.load_study(study_name=self.sweeper.study_name, storage=self.sweeper.storage)
         except KeyError:  # no such study yet
             return
-        if done:
-            print(f"continuing study {self.sweeper.study_name}: {done} trials so far", file=sys.stderr)
+        done = len(study.trials)
+        stopped = [trial for trial in study.trials if trial.state == optuna.trial.TrialState.RUNNING]
+        again = f"; {len(stopped)} interrupted trial(s) run again first" if stopped else ""
+        print(f"continuing study {self.sweeper.study_name}: {done} trials so far{again}", file=sys.stderr)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            for trial in stopped:
+                study.tell(trial.number, state=optuna.trial.TrialState.FAIL)
+                study.enqueue_trial(trial.params)
+        seed = self.sampler_config.get("seed")
+        if seed is not None:
             self.sweeper.sampler = instantiate(self.sampler_config, seed=seed + done)
 
     def _counted(self, returns: Sequence[JobReturn]) -> Sequence[JobReturn]:
