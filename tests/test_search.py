@@ -23,9 +23,8 @@ SHORT = ["steps=300", "snapshot_every=0", "log_every=100"]
 
 
 def search(sweep_dir, *overrides: str) -> subprocess.CompletedProcess:
-    """A short lambda search (the preset, 300-step trials) into `sweep_dir`, its study stored there."""
-    return train_cli("-m", "hydra/sweeper=optuna", "+search=lambda", *SHORT, f"hydra.sweep.dir={sweep_dir}",
-                     f"hydra.sweeper.storage=sqlite:///{sweep_dir}/optuna.db", *overrides)
+    """A short lambda search (the preset, 300-step trials) into `sweep_dir`; the preset keeps its study there."""
+    return train_cli("-m", "hydra/sweeper=optuna", "+search=lambda", *SHORT, f"hydra.sweep.dir={sweep_dir}", *overrides)
 
 
 def trials(sweep_dir) -> list[dict]:
@@ -186,6 +185,11 @@ def no_optuna_plugin(*argv: str) -> subprocess.CompletedProcess:
     (["-m", "hydra/sweeper=optuna", "schedule.lambda0=tag(log, interval(0.1, 0.001))"],
      "schedule.lambda0=tag(log, interval(0.1, 0.001)) is an empty range; an interval needs its start below its end"),
     (["-m", "+search=lambda"], "+search=lambda is a search with Optuna's sweeper; add hydra/sweeper=optuna"),
+    (["-m", "hydra/sweeper=optuna", "+search=width"], "search=width is not allowed; choose one of: lambda"),
+    (["-m", "hydra/sweeper=optuna", "+search=lambda", "hydra/sweeper/sampler=bayes"],
+     "hydra/sweeper/sampler=bayes is not allowed; choose one of: tpe, random, cmaes, nsgaii, motpe, grid"),
+    (["-m", "hydra/sweeper=optuna", "+search=lambda", "hydra.sweeper.n_trials=0"],
+     "hydra.sweeper.n_trials=0 is not allowed; it must be an integer >= 1"),
     (["-m", "hydra/sweeper=optuna", "objective=modularity_q", "hydra.sweeper.direction=minimize"],
      "hydra.sweeper.direction=minimize disagrees with objective=modularity_q, which is ['maximize']; leave the "
      "direction out: the objective sets it"),

@@ -33,7 +33,7 @@ from bimt.tasks.metrics import format_dependencies
 from bimt.training.status import Status
 
 USAGE_ERROR = 2
-CHECKED_GROUPS = ("task", "model", "schedule", "sweep")
+CHECKED_GROUPS = ("task", "model", "schedule", "sweep", "search")
 PLUGIN_LAUNCHERS = {"joblib": "hydra_plugins.hydra_joblib_launcher",
                     "submitit_slurm": "hydra_plugins.hydra_submitit_launcher",
                     "submitit_local": "hydra_plugins.hydra_submitit_launcher"}
@@ -175,6 +175,7 @@ def check_launcher(argv: Sequence[str]) -> None:
 
 
 SEARCH_SWEEPER = "bimt_optuna"  # hydra_plugins/bimt_launchers/search.py: the Optuna sweeper set up for train.py
+SAMPLERS = ("tpe", "random", "cmaes", "nsgaii", "motpe", "grid")  # the plugin's hydra/sweeper/sampler options
 
 
 def search_overrides(argv: Sequence[str]) -> list[str]:
@@ -185,6 +186,10 @@ def search_overrides(argv: Sequence[str]) -> list[str]:
         fail(f"{searches[0]} needs Hydra's Optuna sweeper plugin, which is not installed: pip install -e \".[search]\"")
     if searches and "hydra/sweeper=optuna" not in argv:
         fail(f"{searches[0]} is a search with Optuna's sweeper; add hydra/sweeper=optuna")
+    for arg in argv:
+        sampler = arg.removeprefix("hydra/sweeper/sampler=") if arg.startswith("hydra/sweeper/sampler=") else None
+        if sampler is not None and sampler not in SAMPLERS:
+            fail(f"hydra/sweeper/sampler={sampler} is not allowed; choose one of: {', '.join(SAMPLERS)}")
     return [f"hydra/sweeper={SEARCH_SWEEPER}" if arg == "hydra/sweeper=optuna" else arg for arg in argv]
 
 

@@ -78,6 +78,10 @@ class OptunaSweeper(Sweeper):
         except ConfigError as error:
             fail(str(error), self.sweep_dir)
         self.objective, self.directions = run.objective, directions(run.objective)
+        for key in ("n_trials", "n_jobs"):
+            value = config.hydra.sweeper[key]
+            if not (isinstance(value, int) and value >= 1):
+                fail(f"hydra.sweeper.{key}={value} is not allowed; it must be an integer >= 1", self.sweep_dir)
         given = self.direction if self.direction is None or isinstance(self.direction, str) else list(self.direction)
         if given is not None and [given] != self.directions and given != self.directions:
             fail(f"hydra.sweeper.direction={given} disagrees with objective={self.objective}, which is "
