@@ -41,8 +41,7 @@ def test_a_failing_job_is_reported_and_the_others_complete(tmp_path, launcher, o
         assert result.stderr.count("training diverged at step 100") >= 3
 
 
-@pytest.mark.parametrize("task", ["two_moons", "digits"])
-def test_worker_processes_train_every_task_as_one_process_does(tmp_path, task):
+def test_worker_processes_train_every_task_as_one_process_does(tmp_path, task="two_moons"):
     """The batched launcher's workers build each group's task themselves (a task holds functions that
     do not pickle): two processes give every job the numbers of one."""
     metrics = {}

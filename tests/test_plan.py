@@ -39,10 +39,12 @@ def test_a_single_run_resolves_its_task_once(monkeypatch, tmp_path):
     assert (tmp_path / "run" / "metrics.json").is_file()
 
 
-def test_each_job_of_a_batched_sweep_resolves_its_task_once(monkeypatch, tmp_path):
+def test_each_job_of_a_batched_sweep_resolves_its_task_once_and_each_group_once(monkeypatch, tmp_path):
+    """Once when the job is prepared (its checks), and once for its group in the process that trains it:
+    a task holds functions that do not travel between processes."""
     resolved = run_train_py_here(monkeypatch, "-m", "hydra/launcher=batched", "task=independence", "train_type=1,5",
                                  "seed=0,1", "steps=20", "log_every=10", f"hydra.sweep.dir={tmp_path / 'sweep'}")
-    assert resolved == ["independence"] * 4
+    assert resolved == ["independence"] * 5
     assert all((job / "metrics.json").is_file() for job in job_dirs(tmp_path / "sweep"))
 
 

@@ -82,10 +82,11 @@ class OptunaSweeper(Sweeper):
             value = config.hydra.sweeper[key]
             if not (isinstance(value, int) and value >= 1):
                 fail(f"hydra.sweeper.{key}={value} is not allowed; it must be an integer >= 1", self.sweep_dir)
-        given = self.direction if self.direction is None or isinstance(self.direction, str) else list(self.direction)
-        if given is not None and [given] != self.directions and given != self.directions:
-            fail(f"hydra.sweeper.direction={given} disagrees with objective={self.objective}, which is "
-                 f"{self.directions}; leave the direction out: the objective sets it", self.sweep_dir)
+        if self.direction is not None:
+            given = [self.direction] if isinstance(self.direction, str) else list(self.direction)
+            if given != self.directions:
+                fail(f"hydra.sweeper.direction={self.direction} disagrees with objective={self.objective}, which "
+                     f"is {self.directions}; leave the direction out: the objective sets it", self.sweep_dir)
         self.sweeper.direction = self.directions
         self.sampler_config = config.hydra.sweeper.sampler
         self.sweeper.setup(hydra_context=hydra_context, task_function=task_function, config=config)
