@@ -34,8 +34,8 @@ def trials(sweep_dir) -> list[dict]:
     return [metrics for _, metrics in sorted(runs, key=lambda run: run[0])]
 
 
-def study(sweep_dir) -> optuna.Study:
-    return optuna.load_study(study_name="lambda_independence", storage=f"sqlite:///{sweep_dir}/optuna.db")
+def study(sweep_dir, name: str | None = "lambda_independence") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir}/optuna.db")
 
 
 @pytest.fixture(scope="module")
@@ -138,11 +138,10 @@ def test_a_diverging_trial_counts_as_the_worst_and_the_study_goes_on(tmp_path):
     sweep_dir = tmp_path / "diverge"
     result = train_cli("-m", "hydra/sweeper=optuna", "task=independence", *SHORT, "hydra/sweeper/sampler=grid",
                        "optim.lr=choice(0.002, 1e30)", "schedule.lambda0=choice(0.001, 0.01)",
-                       f"hydra.sweep.dir={sweep_dir}", "hydra.sweeper.study_name=lambda_independence",
-                       f"hydra.sweeper.storage=sqlite:///{sweep_dir}/optuna.db")
+                       f"hydra.sweep.dir={sweep_dir}", f"hydra.sweeper.storage=sqlite:///{sweep_dir}/optuna.db")
     assert result.returncode == 0, result.stderr
     assert "2 trial(s) failed or diverged" in result.stderr
-    recorded = study(sweep_dir).trials
+    recorded = study(sweep_dir, name=None).trials  # (no study name: Optuna names it)
     assert len(recorded) == 4
     assert sorted(t.value for t in recorded)[2:] == [math.inf, math.inf]
     assert all(math.isfinite(t.value) == (t.params["optim.lr"] == 0.002) for t in recorded)

@@ -112,8 +112,9 @@ class OptunaSweeper(Sweeper):
         asked for again first, so that they continue from their checkpoints; and the sampler is
         seeded with `seed` + the trials the study holds, since seeded as at first it would ask for
         the first trials again (same values, same directories). A fresh study keeps the seed as
-        given, so that the same command repeats a search exactly."""
-        if self.sweeper.storage is None:
+        given, so that the same command repeats a search exactly. (Without a study name, Optuna names
+        every study anew: nothing to continue.)"""
+        if self.sweeper.storage is None or self.sweeper.study_name is None:
             return
         import optuna
 
