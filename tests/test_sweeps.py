@@ -115,3 +115,24 @@ def test_a_renamed_option_names_its_new_name(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "error: hydra.launcher.max_batch is now hydra.launcher.max_group; use hydra.launcher.max_group=2"]
+
+
+@pytest.mark.parametrize("engine", ["native", "eager"])
+def test_jobs_that_differ_in_lambda_train_in_one_group_to_their_single_runs_numbers(tmp_path, engine):
+    """lambda0 is a replica's own (a search's trials differ in it): one batched model, and each job's
+    logged values, metrics and final parameters are its run's alone, to the bit."""
+    sweep = ["task=independence", "schedule.lambda0=1e-3,1e-2", "seed=0,1", "steps=600", "log_every=50",
+             "snapshot_every=0", f"engine={engine}"]
+    batched = train_cli("-m", "hydra/launcher=batched", *sweep, f"hydra.sweep.dir={tmp_path / 'batched'}")
+    assert batched.returncode == 0, batched.stderr
+    assert "Training 4 job(s) as one batched model" in batched.stderr + batched.stdout
+    alone = train_cli("-m", *sweep, f"hydra.sweep.dir={tmp_path / 'alone'}")
+    assert alone.returncode == 0, alone.stderr
+    for together, single in zip(job_dirs(tmp_path / "batched"), job_dirs(tmp_path / "alone"), strict=True):
+        assert together.name == single.name
+        assert scalars(together) == scalars(single)
+        assert metrics_without_timing(together) == metrics_without_timing(single)
+        checkpoint, alone_checkpoint = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (together, single))
+        assert torch.equal(checkpoint["model"]["params"], alone_checkpoint["model"]["params"])
+    lambdas = {d.name: scalars(d)["lambda"][0] for d in job_dirs(tmp_path / "batched")}
+    assert sorted(lambdas.values()) == [pytest.approx(1e-3), pytest.approx(1e-3), pytest.approx(1e-2), pytest.approx(1e-2)]

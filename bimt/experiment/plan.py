@@ -116,12 +116,13 @@ def build_model(config: RunConfig, task: Task, seeds: Sequence[int]) -> SpatialM
 
 
 def replica_settings(configs: Sequence[RunConfig], device: torch.device) -> ReplicaSettings:
-    """Per-replica train-type switches as (R,) tensors."""
+    """Per-replica train-type switches and lambda0s as (R,) tensors."""
     types = [c.switches for c in configs]
     return ReplicaSettings(
         l1=torch.tensor([t.l1 for t in types], device=device),
         locality=torch.tensor([c.model.locality if t.local else 0.0 for c, t in zip(configs, types)], device=device),
         swap=torch.tensor([t.swap for t in types], device=device),
+        lambda0=torch.tensor([c.schedule.lambda0 for c in configs], dtype=torch.float64, device=device),
     )
 
 

@@ -4,7 +4,7 @@ The values live in the YAML of `conf/` only (one place to read and change them);
 types (`MISSING`), and `docs/configuration.md` is generated from it and from `conf/`
 (`scripts/config_reference.py`). A task's optional settings are None where that task has none.
 
-It also says which keys make two runs different experiments (`RUNTIME_KEYS`, `REPLICA_KEYS`), and
+It also says which keys make two runs different experiments (`RUNTIME_KEYS`, `REPLICA_KEYS`, `LOCKSTEP_KEYS`), and
 how a config saved by an older version reads today (`saved_config`).
 """
 
@@ -194,7 +194,8 @@ DTYPES = {"float32": torch.float32, "float64": torch.float64}
 # under the config it started with, but these), lockstep groups (jobs that differ only in these
 # train as one batched model) and report rows (runs that differ only in these are one row).
 RUNTIME_KEYS = ("device", "threads", "resume", "objective")  # where and how a run runs, not what it computes
-REPLICA_KEYS = ("seed", "task.seed", "train_type")  # what the replicas of one lockstep group vary
+REPLICA_KEYS = ("seed", "task.seed", "train_type")  # what the runs of one report row vary
+LOCKSTEP_KEYS = (*REPLICA_KEYS, "schedule.lambda0")  # what the replicas of one lockstep group may vary
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -216,8 +217,8 @@ def identity(config: dict[str, Any], ignoring: tuple[str, ...]) -> dict[str, Any
 
 
 def group_identity(config: dict[str, Any]) -> dict[str, Any]:
-    """What jobs must share to train in lockstep: all but the replica keys (and `resume`)."""
-    return identity(config, (*REPLICA_KEYS, "resume"))
+    """What jobs must share to train in lockstep: all but the lockstep keys (and `resume`)."""
+    return identity(config, (*LOCKSTEP_KEYS, "resume"))
 
 
 def row_identity(config: dict[str, Any]) -> dict[str, Any]:

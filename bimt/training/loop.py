@@ -13,7 +13,7 @@ that of a whole step.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -33,14 +33,24 @@ from bimt.training.status import Status
 
 @dataclass(frozen=True)
 class ReplicaSettings:
-    """What the train types vary, one entry per replica (all tensors of shape (R,))."""
+    """What the replicas vary, one entry per replica (all tensors of shape (R,)): the train types'
+    switches, and lambda's starting value (a search's trials differ in it)."""
 
     l1: torch.Tensor  # bool: connection cost in the loss
     locality: torch.Tensor  # float: weight of wire length in the loss's cost
     swap: torch.Tensor  # bool: relocate neurons
+    lambda0: torch.Tensor | None = None  # float64: each replica's `Schedule.lambda0`; None: the schedule's own
 
     def replica_subset(self, index: torch.Tensor) -> ReplicaSettings:
-        return ReplicaSettings(self.l1[index], self.locality[index], self.swap[index])
+        lambda0 = None if self.lambda0 is None else self.lambda0[index]
+        return ReplicaSettings(self.l1[index], self.locality[index], self.swap[index], lambda0)
+
+    def lambdas(self, schedule: Schedule, step: int, steps: int) -> list[float]:
+        """lambda at `step` for each replica (one value for all where they share the schedule's), as the
+        schedule computes it for a single run with the replica's lambda0: the same floats."""
+        if self.lambda0 is None:
+            return [schedule.lam(step, steps)]
+        return [replace(schedule, lambda0=value).lam(step, steps) for value in self.lambda0.tolist()]
 
 
 @dataclass(frozen=True)
@@ -141,14 +151,14 @@ def train(
     prices = wire_factors(model, replicas.locality, settings.local_output_layer)
     engine = make_engine(settings.engine, model, data, prices, optimizer, LOSSES[settings.loss],
                          settings.exact_batches)
-    lam_value = None
+    lam_values = None
     step = start_step
     with tqdm(initial=start_step, total=settings.steps, disable=None if settings.progress else True,
               unit="step") as progress:
         while step < settings.steps:
-            if schedule.lam(step, settings.steps) != lam_value:
-                lam_value = schedule.lam(step, settings.steps)
-                exact = torch.tensor(lam_value, dtype=torch.float64, device=replicas.l1.device)
+            if replicas.lambdas(schedule, step, settings.steps) != lam_values:
+                lam_values = replicas.lambdas(schedule, step, settings.steps)
+                exact = torch.tensor(lam_values, dtype=torch.float64, device=replicas.l1.device)
                 lam = torch.where(replicas.l1, exact, 0.0).to(model.params.dtype)  # beyond float32's range: inf
                 if not torch.isfinite(lam).all():
                     return TrainResult(optimizer, step, Status.DIVERGED, ~torch.isfinite(lam))
