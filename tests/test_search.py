@@ -92,7 +92,8 @@ def test_a_trial_left_running_by_ctrl_c_runs_again_first_when_the_search_continu
     left = recorded.ask({"schedule.lambda0": optuna.distributions.LogUniformDistribution(1e-5, 1e-1)})
     result = search(stopped, "task=independence", "hydra.sweeper.n_trials=1")
     assert result.returncode == 0, result.stderr
-    assert "continuing study lambda_independence: 5 trials so far; 1 interrupted trial(s) run again first" in result.stderr
+    assert ("continuing study lambda_independence: 5 trials so far; 1 interrupted trial(s) run again first"
+            in result.stderr)
     trials_now = study(stopped).trials
     assert [t.state.name for t in trials_now] == ["COMPLETE"] * 4 + ["FAIL", "COMPLETE"]
     assert trials_now[5].params["schedule.lambda0"] == left.params["schedule.lambda0"]

@@ -135,4 +135,4 @@ def test_jobs_that_differ_in_lambda_train_in_one_group_to_their_single_runs_numb
         checkpoint, alone_checkpoint = (torch.load(d / "checkpoint.pt", weights_only=False) for d in (together, single))
         assert torch.equal(checkpoint["model"]["params"], alone_checkpoint["model"]["params"])
     lambdas = {d.name: scalars(d)["lambda"][0] for d in job_dirs(tmp_path / "batched")}
-    assert sorted(lambdas.values()) == [pytest.approx(1e-3), pytest.approx(1e-3), pytest.approx(1e-2), pytest.approx(1e-2)]
+    assert sorted(lambdas.values()) == [pytest.approx(value) for value in (1e-3, 1e-3, 1e-2, 1e-2)]

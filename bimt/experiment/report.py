@@ -72,8 +72,8 @@ def read_run(run_dir: Path, metrics: dict[str, Any]) -> Run:
     """A completed run from its metrics.json, which holds its whole config; KeyError if a key is missing."""
     config = {key: json.dumps(value) if isinstance(value, (list, dict)) else value
               for key, value in row_identity(saved_config(metrics.get("config") or {})).items()}
-    return Run(run_dir, with_modularity_q(run_dir, metrics), {**config, "task.name": metrics["task"], "train_type": metrics["train_type"]},
-               metrics["seed"])
+    settings = {**config, "task.name": metrics["task"], "train_type": metrics["train_type"]}
+    return Run(run_dir, with_modularity_q(run_dir, metrics), settings, metrics["seed"])
 
 
 def with_modularity_q(run_dir: Path, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -186,8 +186,8 @@ def markdown(rows: list[dict[str, Any]], problems: list[str], missing: list[str]
             "with a first-layer weight of at least 0.01. *Components*: connected parts of the pruned "
             "network that reach an output. *Modularity Q*: Newman's modularity of the pruned network's "
             "graph (edges weighted by |w|) under the communities Louvain finds; *Q of the task's modules*: "
-            "under the task's own partition (docs/modularity.md). *Structure found*: fraction of seeds whose pruned network "
-            "has exactly the task's input-to-output dependencies.", "", *lines, ""]
+            "under the task's own partition (docs/modularity.md). *Structure found*: fraction of seeds whose "
+            "pruned network has exactly the task's input-to-output dependencies.", "", *lines, ""]
     if problems or missing:
         text += ["## Missing or unreadable", ""]
         text += [f"- {line}" for line in [*problems, *missing]]

@@ -98,9 +98,9 @@ class RunLogger:
         images: dict[str, np.ndarray],
     ) -> None:
         """Final images and `modularity/` scalars at `step`, and the hparams summary with the final
-        metrics and the modularity Q, in the run's own event file. (`SummaryWriter.add_hparams` would open a second file,
-        which TensorBoard may read before the first when both are named in the same second; the
-        first one's purge marker would then drop the final metrics.)"""
+        metrics and the modularity Q, in the run's own event file. (`SummaryWriter.add_hparams` would
+        open a second file, which TensorBoard may read before the first when both are named in the
+        same second; the first one's purge marker would then drop the final metrics.)"""
         writer = self.writers[replica]
         with events_of(self.run_dirs[replica]):
             for tag, rgb in images.items():

@@ -3,10 +3,11 @@
 A BIMT network is so small that K replicas trained with batched tensors cost little more than one.
 This launcher prepares every job as Hydra's basic launcher does (its own directory, with `.hydra/`
 holding its config and overrides), validating each once, groups the jobs that differ only in seed,
-train type and lambda0 (same task, model, schedule otherwise, steps, optimizer, relocation, device, engine:
-`bimt.experiment.schema.group_identity`), trains each group of at most `max_group` jobs as one
-batched model, and writes into every job's directory exactly what a single run writes. A job whose config is invalid or whose loss diverges fails alone;
-the sweep then ends with a non-zero exit code, after every other job has finished.
+train type and lambda0 (the same task, model, rest of the schedule, steps, optimizer, relocation,
+device and engine: `bimt.experiment.schema.group_identity`), trains each group of at most
+`max_group` jobs as one batched model, and writes into every job's directory exactly what a single
+run writes. A job whose config is invalid or whose loss diverges fails alone; the sweep then ends
+with a non-zero exit code, after every other job has finished.
 
     python train.py -m hydra/launcher=batched task=independence train_type=1,2,3,4,5 'seed=range(10)'
 
