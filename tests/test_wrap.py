@@ -224,7 +224,9 @@ def test_relocation_leaves_the_function_unchanged_and_never_raises_the_cost(kind
         net.relocate(top_k=top_k, inputs=inputs)
         assert net.connection_cost().item() <= cost * (1 + 1e-6)
         cost = net.connection_cost().item()
-    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
+    # Permuted neurons sum in another order: float32 transformers' outputs (up to 34 here) moved by at
+    # most 2.2e-5 over 600 cases measured under MKL_CBWR=COMPATIBLE, AVX2 and the default (1e-5 failed).
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-4)
     if not inputs:
         assert net.in_perm.tolist() == list(range(len(net.in_perm)))
 
