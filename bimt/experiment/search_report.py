@@ -87,11 +87,6 @@ def pareto_front(trials: list[Trial], directions: list[str]) -> list[Trial]:
     return sorted(front, key=lambda trial: trial.values)
 
 
-def best_trials(trials: list[Trial], names: tuple[str, ...]) -> list[Trial]:
-    """The best trial for one objective; the Pareto front for several."""
-    return pareto_front(trials, [OBJECTIVES[name].direction for name in names])
-
-
 def markdown(trials: list[Trial], names: tuple[str, ...], keys: list[str], best: list[Trial]) -> str:
     header = ["trial", *keys, *names, "status"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
@@ -181,7 +176,7 @@ def write_search_report(root: Path) -> list[str]:
     if not any(trial.values is not None for trial in trials):
         return []
     keys = searched_keys(trials)
-    best = best_trials(trials, names)
+    best = pareto_front(trials, [OBJECTIVES[name].direction for name in names])  # one objective: the best
     (root / "search.md").write_text(markdown(trials, names, keys, best))
     written = ["search.md"]
     if LAMBDA in keys:

@@ -45,12 +45,12 @@ class ReplicaSettings:
         lambda0 = None if self.lambda0 is None else self.lambda0[index]
         return ReplicaSettings(self.l1[index], self.locality[index], self.swap[index], lambda0)
 
-    def lambdas(self, schedule: Schedule, step: int, steps: int) -> list[float]:
-        """lambda at `step` for each replica (one value for all where they share the schedule's), as the
-        schedule computes it for a single run with the replica's lambda0: the same floats."""
+    def schedules(self, schedule: Schedule) -> list[Schedule]:
+        """Each replica's schedule: `schedule` with the replica's lambda0, so that its lambda is the
+        float a single run computes (one schedule for all where they share the schedule's own)."""
         if self.lambda0 is None:
-            return [schedule.lam(step, steps)]
-        return [replace(schedule, lambda0=value).lam(step, steps) for value in self.lambda0.tolist()]
+            return [schedule]
+        return [replace(schedule, lambda0=value) for value in self.lambda0.tolist()]
 
 
 @dataclass(frozen=True)
@@ -151,13 +151,15 @@ def train(
     prices = wire_factors(model, replicas.locality, settings.local_output_layer)
     engine = make_engine(settings.engine, model, data, prices, optimizer, LOSSES[settings.loss],
                          settings.exact_batches)
+    schedules = replicas.schedules(schedule)  # read once: lambda0 may live on the GPU
     lam_values = None
     step = start_step
     with tqdm(initial=start_step, total=settings.steps, disable=None if settings.progress else True,
               unit="step") as progress:
         while step < settings.steps:
-            if replicas.lambdas(schedule, step, settings.steps) != lam_values:
-                lam_values = replicas.lambdas(schedule, step, settings.steps)
+            values = [replica.lam(step, settings.steps) for replica in schedules]
+            if values != lam_values:
+                lam_values = values
                 exact = torch.tensor(lam_values, dtype=torch.float64, device=replicas.l1.device)
                 lam = torch.where(replicas.l1, exact, 0.0).to(model.params.dtype)  # beyond float32's range: inf
                 if not torch.isfinite(lam).all():

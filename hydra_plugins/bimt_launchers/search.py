@@ -67,7 +67,6 @@ class OptunaSweeper(Sweeper):
 
         self.direction = direction
         self.sweeper = OptunaSweeperImpl(direction=None, **settings)
-        self.params = settings.get("params")
         self.failed = 0
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
@@ -95,7 +94,7 @@ class OptunaSweeper(Sweeper):
         self.launcher.launch = lambda overrides, initial_job_idx: self._counted(launch(overrides, initial_job_idx))
 
     def sweep(self, arguments: list[str]) -> None:
-        params = [f"{key}={value}" for key, value in (self.params or {}).items()]
+        params = [f"{key}={value}" for key, value in (self.sweeper.params or {}).items()]
         for problem in (_range_problem(override) for override in _parse([*params, *arguments], self.sweep_dir)):
             if problem:
                 fail(problem, self.sweep_dir)
